@@ -1,0 +1,21 @@
+PY ?= python3
+
+.PHONY: check lint typecheck imports test bench
+
+check: lint typecheck imports test
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck:
+	$(PY) -m mypy
+
+imports:
+	lint-imports
+
+test:
+	$(PY) -m pytest
+
+bench:
+	$(PY) bench/bench_backtest.py

@@ -1,0 +1,36 @@
+"""Event models, one module per family, and the registry that decodes and upcasts them."""
+
+from domain.events.alerts import Alert
+from domain.events.envelope import SCHEMA_VERSION, Event, event_id_for
+from domain.events.execution import SimulatedOrder, SimulatedTrade
+from domain.events.market import Candle, DeadLetter, MarketDataEvent
+from domain.events.portfolio import PortfolioSnapshot, PositionState
+from domain.events.registry import EVENT_TYPES, UnknownEventType, upcast, validate_event
+from domain.events.risk import RiskDecision, RiskState
+from domain.events.run import BacktestRunMetadata, DataSource, RunCompleted, RunStatistics
+from domain.events.signals import StrategySignal
+
+__all__ = [
+    "EVENT_TYPES",
+    "SCHEMA_VERSION",
+    "Alert",
+    "BacktestRunMetadata",
+    "Candle",
+    "DataSource",
+    "DeadLetter",
+    "Event",
+    "MarketDataEvent",
+    "PortfolioSnapshot",
+    "PositionState",
+    "RiskDecision",
+    "RiskState",
+    "RunCompleted",
+    "RunStatistics",
+    "SimulatedOrder",
+    "SimulatedTrade",
+    "StrategySignal",
+    "UnknownEventType",
+    "event_id_for",
+    "upcast",
+    "validate_event",
+]

@@ -1,0 +1,417 @@
+"""One portfolio's paper-trading pipeline: SE -> RE -> XS -> PSM, candle by candle.
+
+The stages advance depth-first: each candle runs through every stage before the next
+candle is looked at, exactly as a Kafka Streams sub-topology runs one record through all
+its processors. The order of work for a candle of symbol S at time t is:
+
+1. close the previous bar if t is a new timestamp (statistics sample its equity);
+2. XS fills S's pending order, if any, at this candle's open; PSM folds the fill;
+3. PSM marks S at the close; the RE's drawdown watch may halt new entries;
+4. SE sees the candle and may signal; RE decides with the portfolio as of now;
+   an approved order waits for S's next candle.
+
+Nothing here reads a clock, a random generator or message timing, so the same candles
+always give the same events, with the same derived ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from domain.events import (
+    Alert,
+    BacktestRunMetadata,
+    Candle,
+    DataSource,
+    Event,
+    PortfolioSnapshot,
+    PositionState,
+    RiskDecision,
+    RiskState,
+    RunCompleted,
+    SimulatedOrder,
+    SimulatedTrade,
+    StrategySignal,
+    event_id_for,
+)
+from domain.events.risk import TradingState
+from domain.execution import CostModel, fill_at_next_open, order_id_for
+from domain.portfolio import Portfolio
+from domain.risk import OrderProposal, RiskContext, RiskEngine, reasons, side_for
+from domain.statistics import PerformanceTracker
+from domain.strategies import Strategy
+
+DAY_MS = 86_400_000
+
+
+class _Pending:
+    __slots__ = ("event_id", "order")
+
+    def __init__(self, order: SimulatedOrder, event_id: str) -> None:
+        self.order = order
+        self.event_id = event_id
+
+
+class PaperTradingPipeline:
+    def __init__(
+        self,
+        run_id: str,
+        strategy_id: str,
+        strategy_factory: Callable[[], Strategy],
+        risk_engine: RiskEngine,
+        cost: CostModel,
+        initial_cash: float,
+        interval_ms: int,
+    ) -> None:
+        self.run_id = run_id
+        self.strategy_id = strategy_id
+        self._strategy_factory = strategy_factory
+        self._strategies: dict[str, Strategy] = {}
+        self.risk = risk_engine
+        self.cost = cost
+        self.portfolio = Portfolio(initial_cash)
+        self.tracker = PerformanceTracker(initial_cash, interval_ms)
+        self.trading_state: TradingState = "ACTIVE"
+        self._pending: dict[str, _Pending] = {}
+        self._sequences: dict[str, int] = {}
+        self._bar_ts: int | None = None
+        self._day: int | None = None
+        self._orders_placed = 0
+        self.candles = 0
+        self.signals = 0
+        self.fills = 0
+        self.rejected = 0
+        self.last_timestamp = 0
+        self.last_interval_ms = interval_ms
+
+    # -- identity -------------------------------------------------------------------------
+
+    def next_id(self, event_type: str) -> tuple[int, str]:
+        """Allocate the next sequence number and derived event id of ``event_type``."""
+        sequence = self._sequences.get(event_type, 0)
+        self._sequences[event_type] = sequence + 1
+        return sequence, event_id_for(self.run_id, event_type, sequence)
+
+    def market_data_id(self, sequence: int) -> str:
+        return event_id_for(self.run_id, "market_data", sequence)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(
+        self,
+        timestamp: int,
+        code_version: str,
+        config: Mapping[str, Any],
+        config_hash: str,
+        data_sources: Sequence[DataSource],
+        seed: int,
+    ) -> list[Event]:
+        seq, eid = self.next_id("run_metadata")
+        metadata = BacktestRunMetadata(
+            event_id=eid,
+            run_id=self.run_id,
+            sequence=seq,
+            timestamp=timestamp,
+            code_version=code_version,
+            strategy_id=self.strategy_id,
+            config=dict(config),
+            config_hash=config_hash,
+            data_sources=tuple(data_sources),
+            seed=seed,
+        )
+        return [metadata, self._risk_state(timestamp, eid, reasons.OK)]
+
+    def on_candle(self, candle: Candle) -> list[Event]:
+        """Run one candle through every stage; return the events it caused, in order.
+
+        The candle's own ``market_data`` event has sequence ``self.candles`` before the call.
+        """
+        number = self.candles
+        self.candles = number + 1
+        out: list[Event] = []
+        ts = candle.timestamp
+        if ts != self._bar_ts:
+            if self._bar_ts is not None:
+                self._close_bar()
+            self._bar_ts = ts
+        symbol = candle.symbol
+        portfolio = self.portfolio
+        if self._pending:
+            pending = self._pending.pop(symbol, None)
+            if pending is not None:
+                self._fill(pending, candle, out)
+        portfolio.marks[symbol] = candle.close
+        if portfolio.positions:
+            drawdown = portfolio.update_high_water_mark()
+            if self.trading_state == "ACTIVE":
+                self._watch_drawdown(drawdown, ts, out)
+        day = ts // DAY_MS
+        if day != self._day:
+            if self._day is not None:
+                out.append(self._snapshot(ts, self.market_data_id(number)))
+            self._day = day
+        strategy = self._strategies.get(symbol)
+        if strategy is None:
+            strategy = self._strategies[symbol] = self._strategy_factory()
+        intent = strategy.on_candle(candle)
+        if intent is not None:
+            self._decide(candle, intent.direction, intent.reason, intent.strength, number, out)
+        self.last_timestamp = ts
+        self.last_interval_ms = candle.interval_ms
+        return out
+
+    def finish(self, dead_letters: int) -> list[Event]:
+        """End the run: orders with no next candle are rejected, then the final results."""
+        out: list[Event] = []
+        end_ts = self.last_timestamp + self.last_interval_ms if self.candles else 0
+        if self._bar_ts is not None:
+            self._close_bar()
+            self._bar_ts = None
+        for symbol in sorted(self._pending):
+            pending = self._pending[symbol]
+            out.append(self._order_result(pending, end_ts, "REJECTED", 0.0, 0.0, 0.0,
+                                          reasons.NO_NEXT_CANDLE))
+            self.rejected += 1
+        self._pending.clear()
+        seq, eid = self.next_id("run_completed")
+        snapshot = self._snapshot(end_ts, eid)
+        out.append(snapshot)
+        out.append(
+            RunCompleted(
+                event_id=eid,
+                run_id=self.run_id,
+                sequence=seq,
+                timestamp=end_ts,
+                candles=self.candles,
+                signals=self.signals,
+                orders=self._orders_placed,
+                fills=self.fills,
+                rejected=self.rejected,
+                dead_letters=dead_letters,
+                statistics=self.tracker.result(self.portfolio.equity),
+            )
+        )
+        return out
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _close_bar(self) -> None:
+        assert self._bar_ts is not None
+        portfolio = self.portfolio
+        in_market = any(position.quantity for position in portfolio.positions.values())
+        self.tracker.on_bar(self._bar_ts, portfolio.equity, in_market)
+
+    def _decide(
+        self,
+        candle: Candle,
+        direction: Any,
+        reason: str,
+        strength: float | None,
+        number: int,
+        out: list[Event],
+    ) -> None:
+        decided_at = candle.timestamp + candle.interval_ms  # the bar's close
+        seq, signal_id = self.next_id("signal")
+        out.append(
+            StrategySignal(
+                event_id=signal_id,
+                run_id=self.run_id,
+                sequence=seq,
+                causation_id=self.market_data_id(number),
+                timestamp=decided_at,
+                symbol=candle.symbol,
+                direction=direction,
+                strength=strength,
+                reason=reason,
+                strategy_id=self.strategy_id,
+                price=candle.close,
+            )
+        )
+        self.signals += 1
+        side = side_for(direction)
+        proposal = OrderProposal(candle.symbol, side, candle.close)  # type: ignore[arg-type]
+        verdict = self.risk.decide(proposal, self._risk_context())
+        seq, decision_id = self.next_id("risk_decision")
+        out.append(
+            RiskDecision(
+                event_id=decision_id,
+                run_id=self.run_id,
+                sequence=seq,
+                causation_id=signal_id,
+                timestamp=decided_at,
+                symbol=candle.symbol,
+                requested_direction=direction,
+                approved=verdict.approved,
+                approved_size=verdict.quantity,
+                reason_code=verdict.reason_code,
+                requested_size=verdict.requested_quantity,
+            )
+        )
+        if not verdict.approved:
+            self.rejected += 1
+            return
+        self._orders_placed += 1
+        seq, order_event_id = self.next_id("order")
+        order = SimulatedOrder(
+            event_id=order_event_id,
+            run_id=self.run_id,
+            sequence=seq,
+            causation_id=decision_id,
+            timestamp=decided_at,
+            order_id=order_id_for(self.run_id, self._orders_placed),
+            symbol=candle.symbol,
+            side=side,  # type: ignore[arg-type]
+            quantity=verdict.quantity,
+        )
+        out.append(order)
+        self._pending[candle.symbol] = _Pending(order, order_event_id)
+
+    def _risk_context(self) -> RiskContext:
+        portfolio = self.portfolio
+        exposure = {symbol: portfolio.exposure(symbol) for symbol in portfolio.positions}
+        for symbol, pending in self._pending.items():
+            if pending.order.side == "BUY":
+                reserved = pending.order.quantity * portfolio.marks.get(symbol, 0.0)
+                exposure[symbol] = exposure.get(symbol, 0.0) + reserved
+        return RiskContext(
+            equity=portfolio.equity,
+            cash=portfolio.cash,
+            positions={s: p.quantity for s, p in portfolio.positions.items()},
+            exposure_by_symbol=exposure,
+            total_exposure=sum(exposure.values()),
+            trading_state=self.trading_state,
+            config=self.risk.config,
+        )
+
+    def _fill(self, pending: _Pending, candle: Candle, out: list[Event]) -> None:
+        order = pending.order
+        portfolio = self.portfolio
+        held = portfolio.quantity(order.symbol)
+        fill = fill_at_next_open(
+            order.side, order.quantity, candle.open, self.cost, portfolio.cash, held
+        )
+        result = self._order_result(
+            pending, candle.timestamp, fill.status, fill.quantity, fill.price, fill.fee,
+            fill.reason,
+        )
+        out.append(result)
+        if fill.status != "FILLED":
+            self.rejected += 1
+            return
+        self.fills += 1
+        reduces = held != 0.0 and (held > 0.0) != (order.side == "BUY")
+        pnl = portfolio.apply_fill(order.symbol, order.side, fill.quantity, fill.price, fill.fee)
+        if reduces:
+            self.tracker.on_closed_trade(pnl)
+        position = portfolio.positions[order.symbol]
+        seq, eid = self.next_id("position_state")
+        out.append(
+            PositionState(
+                event_id=eid,
+                run_id=self.run_id,
+                sequence=seq,
+                causation_id=result.event_id,
+                timestamp=candle.timestamp,
+                symbol=order.symbol,
+                quantity=position.quantity,
+                avg_entry_price=position.avg_entry_price,
+                realized_pnl=position.realized_pnl,
+                last_price=fill.price,
+                order_id=order.order_id,
+                trade_realized_pnl=pnl,
+            )
+        )
+        portfolio.update_high_water_mark()
+        out.append(self._snapshot(candle.timestamp, result.event_id))
+
+    def _order_result(
+        self,
+        pending: _Pending,
+        timestamp: int,
+        status: Any,
+        quantity: float,
+        price: float,
+        fee: float,
+        reason: str | None,
+    ) -> SimulatedTrade:
+        order = pending.order
+        seq, eid = self.next_id("order_result")
+        return SimulatedTrade(
+            event_id=eid,
+            run_id=self.run_id,
+            sequence=seq,
+            causation_id=pending.event_id,
+            timestamp=timestamp,
+            order_id=order.order_id,
+            status=status,
+            symbol=order.symbol,
+            side=order.side,
+            filled_quantity=quantity,
+            price=price,
+            fee=fee,
+            reason=reason,
+        )
+
+    def _watch_drawdown(self, drawdown: float, ts: int, out: list[Event]) -> None:
+        state = self.risk.trading_state_after(self.trading_state, drawdown)
+        if state == self.trading_state:
+            return
+        self.trading_state = state
+        limit = self.risk.config.max_drawdown_pct
+        seq, alert_id = self.next_id("alert")
+        out.append(
+            Alert(
+                event_id=alert_id,
+                run_id=self.run_id,
+                sequence=seq,
+                timestamp=ts,
+                level="CRITICAL",
+                code=reasons.DRAWDOWN_LIMIT_HIT,
+                message=(
+                    f"Maximum drawdown reached: {drawdown:.2f}% from the high-water mark "
+                    f"(limit {limit:g}%). New entries stopped."
+                ),
+            )
+        )
+        out.append(self._risk_state(ts, alert_id, reasons.DRAWDOWN_LIMIT_HIT))
+
+    # -- state events -----------------------------------------------------------------------
+
+    def _risk_state(self, ts: int, cause: str | None, reason_code: str) -> RiskState:
+        portfolio = self.portfolio
+        equity = portfolio.equity
+        seq, eid = self.next_id("risk_state")
+        return RiskState(
+            event_id=eid,
+            run_id=self.run_id,
+            sequence=seq,
+            causation_id=cause,
+            timestamp=ts,
+            trading_state=self.trading_state,
+            kill_switch=self.risk.config.kill_switch,
+            drawdown_pct=portfolio.drawdown_pct,
+            exposure_pct=portfolio.total_exposure / equity * 100.0 if equity > 0 else 0.0,
+            reason_code=reason_code,
+        )
+
+    def _snapshot(self, ts: int, cause: str | None) -> PortfolioSnapshot:
+        portfolio = self.portfolio
+        equity = portfolio.equity
+        exposure = portfolio.total_exposure
+        seq, eid = self.next_id("portfolio_snapshot")
+        return PortfolioSnapshot(
+            event_id=eid,
+            run_id=self.run_id,
+            sequence=seq,
+            causation_id=cause,
+            timestamp=ts,
+            cash=portfolio.cash,
+            equity=equity,
+            high_water_mark=portfolio.high_water_mark,
+            drawdown_pct=portfolio.drawdown_pct,
+            exposure=exposure,
+            exposure_pct=exposure / equity * 100.0 if equity > 0 else 0.0,
+            realized_pnl=portfolio.realized_pnl,
+            open_positions=portfolio.open_positions,
+        )

@@ -1,0 +1,61 @@
+"""The Risk Engine: runs the rule chain over a signal, and watches drawdown."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from domain.events.risk import TradingState
+from domain.events.signals import Direction
+from domain.risk import reasons
+from domain.risk.config import RiskConfig
+from domain.risk.rules import OrderProposal, RiskContext, RiskRule, default_rules
+
+
+class Verdict(NamedTuple):
+    approved: bool
+    quantity: float
+    reason_code: str
+    requested_quantity: float | None
+
+
+def side_for(direction: Direction) -> str:
+    """Long-only: BUY opens or adds, SELL and FLAT close."""
+    return "BUY" if direction == "BUY" else "SELL"
+
+
+class RiskEngine:
+    """Decides on proposals with an ordered chain of rules.
+
+    The first rule that rejects ends the chain. A resize carries its reason code through
+    to the decision, so every changed size is explained; the last resize wins.
+    """
+
+    def __init__(self, config: RiskConfig, rules: Sequence[RiskRule] | None = None) -> None:
+        self.config = config
+        self.rules: tuple[RiskRule, ...] = tuple(rules) if rules is not None else default_rules()
+
+    def decide(self, proposal: OrderProposal, ctx: RiskContext) -> Verdict:
+        reason = reasons.OK
+        sized: float | None = None
+        current = proposal
+        for rule in self.rules:
+            before = current.quantity
+            outcome = rule.check(current, ctx)
+            if outcome.proposal is None:
+                return Verdict(False, 0.0, outcome.reason_code or "REJECTED", sized)
+            current = outcome.proposal
+            if before is None and current.quantity is not None:
+                sized = current.quantity
+            if outcome.reason_code is not None:
+                reason = outcome.reason_code
+        assert current.quantity is not None, "a rule chain must size every approved order"
+        return Verdict(True, current.quantity, reason, sized)
+
+    def trading_state_after(
+        self, state: TradingState, drawdown_pct: float
+    ) -> TradingState:
+        """HALTED once drawdown from the high-water mark reaches the limit; it stays halted."""
+        if state == "ACTIVE" and drawdown_pct >= self.config.max_drawdown_pct:
+            return "HALTED"
+        return state

@@ -1,0 +1,139 @@
+"""Performance statistics of a run, accumulated in O(1) per bar.
+
+Definitions (all deterministic, all from bar-close equity and closed-trade P&L):
+
+- bar return ``r_i = e_i / e_{i-1} - 1`` with ``e_0`` the initial cash;
+- Sharpe ``mean(r) / stdev(r) * sqrt(bars_per_year)`` (sample stdev, risk-free rate 0);
+- Sortino ``mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(bars_per_year)``;
+- ``bars_per_year = 365 days / interval``: crypto trades every day;
+- CAGR over the span from the first bar's open to the last bar's close;
+- maximum drawdown from the running peak of bar-close equity (initial cash included);
+- a trade is a fill that reduces a position; its P&L is net of its fee and its share of
+  the entry fees; win rate, profit factor (gross profit / gross loss) and expectancy
+  (mean trade P&L) are over those trades;
+- exposure time: the share of bars that closed with a position open.
+
+A statistic that is undefined (no trades, no variance, no losses) is None, never inf/NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+from domain.events.run import RunStatistics
+
+YEAR_MS = 365 * 24 * 60 * 60 * 1000
+
+
+class PerformanceTracker:
+    __slots__ = (
+        "_bars",
+        "_bars_in_market",
+        "_downside_sq",
+        "_first_ts",
+        "_gross_loss",
+        "_gross_profit",
+        "_last_equity",
+        "_last_ts",
+        "_losses",
+        "_m2",
+        "_max_drawdown",
+        "_mean",
+        "_peak",
+        "_pnl_sum",
+        "_trades",
+        "_wins",
+        "initial_cash",
+        "interval_ms",
+    )
+
+    def __init__(self, initial_cash: float, interval_ms: int) -> None:
+        self.initial_cash = initial_cash
+        self.interval_ms = interval_ms
+        self._last_equity = initial_cash
+        self._peak = initial_cash
+        self._max_drawdown = 0.0
+        self._bars = 0
+        self._bars_in_market = 0
+        self._mean = 0.0
+        self._m2 = 0.0
+        self._downside_sq = 0.0
+        self._trades = 0
+        self._wins = 0
+        self._losses = 0
+        self._gross_profit = 0.0
+        self._gross_loss = 0.0
+        self._pnl_sum = 0.0
+        self._first_ts: int | None = None
+        self._last_ts: int | None = None
+
+    def on_bar(self, timestamp: int, equity: float, in_market: bool) -> None:
+        """Record one bar's closing equity (call once per bar, in time order)."""
+        if self._first_ts is None:
+            self._first_ts = timestamp
+        self._last_ts = timestamp
+        previous = self._last_equity
+        r = equity / previous - 1.0 if previous > 0.0 else 0.0
+        self._bars += 1
+        # Welford's update keeps the variance exact enough over millions of bars.
+        delta = r - self._mean
+        self._mean += delta / self._bars
+        self._m2 += delta * (r - self._mean)
+        if r < 0.0:
+            self._downside_sq += r * r
+        if in_market:
+            self._bars_in_market += 1
+        self._last_equity = equity
+        if equity > self._peak:
+            self._peak = equity
+        elif self._peak > 0.0:
+            drawdown = (self._peak - equity) / self._peak
+            if drawdown > self._max_drawdown:
+                self._max_drawdown = drawdown
+
+    def on_closed_trade(self, pnl: float) -> None:
+        self._trades += 1
+        self._pnl_sum += pnl
+        if pnl > 0.0:
+            self._wins += 1
+            self._gross_profit += pnl
+        elif pnl < 0.0:
+            self._losses += 1
+            self._gross_loss -= pnl
+
+    def result(self, final_equity: float) -> RunStatistics:
+        bars = self._bars
+        annualiser = math.sqrt(YEAR_MS / self.interval_ms) if self.interval_ms > 0 else 0.0
+        sharpe: float | None = None
+        sortino: float | None = None
+        if bars >= 2:
+            std = math.sqrt(self._m2 / (bars - 1))
+            if std > 0.0:
+                sharpe = self._mean / std * annualiser
+            downside = math.sqrt(self._downside_sq / bars)
+            if downside > 0.0:
+                sortino = self._mean / downside * annualiser
+        cagr: float | None = None
+        if self._first_ts is not None and self._last_ts is not None and self.initial_cash > 0:
+            span_ms = self._last_ts + self.interval_ms - self._first_ts
+            if span_ms > 0 and final_equity > 0.0:
+                years = span_ms / YEAR_MS
+                cagr = ((final_equity / self.initial_cash) ** (1.0 / years) - 1.0) * 100.0
+        trades = self._trades
+        return RunStatistics(
+            initial_cash=self.initial_cash,
+            final_equity=final_equity,
+            total_return_pct=(final_equity / self.initial_cash - 1.0) * 100.0
+            if self.initial_cash > 0
+            else 0.0,
+            cagr_pct=cagr,
+            max_drawdown_pct=self._max_drawdown * 100.0,
+            sharpe=sharpe,
+            sortino=sortino,
+            win_rate=self._wins / trades if trades else None,
+            profit_factor=self._gross_profit / self._gross_loss if self._gross_loss > 0 else None,
+            expectancy=self._pnl_sum / trades if trades else None,
+            trades=trades,
+            exposure_time_pct=self._bars_in_market / bars * 100.0 if bars else 0.0,
+            bars=bars,
+        )

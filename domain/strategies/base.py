@@ -1,0 +1,34 @@
+"""The one strategy interface every strategy implements.
+
+A strategy sees candles of one symbol, in time order, and may answer with a signal intent.
+It knows nothing of balances, positions or limits (R2); those belong to the Risk Engine.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from domain.events.market import Candle
+from domain.events.signals import Direction
+
+
+class SignalIntent(NamedTuple):
+    direction: Direction
+    reason: str
+    strength: float | None = None
+
+
+class StrategyParams(BaseModel):
+    """Base of each strategy's parameters: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Strategy(Protocol):
+    strategy_id: ClassVar[str]
+
+    def on_candle(self, candle: Candle) -> SignalIntent | None:
+        """Consume the next candle of this strategy's symbol; O(1) work."""
+        ...

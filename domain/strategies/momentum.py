@@ -1,0 +1,54 @@
+"""``momentum_v1``: channel breakout with a shorter exit channel."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from domain.events.market import Candle
+from domain.strategies.base import SignalIntent, StrategyParams
+from domain.strategies.indicators import RollingExtreme
+
+
+class MomentumParams(StrategyParams):
+    lookback: int = Field(default=20, ge=2, le=100_000)
+    exit_lookback: int = Field(default=10, ge=1, le=100_000)
+
+
+class MomentumV1:
+    """BUY when the close breaks above the highest high of the previous ``lookback`` candles.
+
+    SELL when the close breaks below the lowest low of the previous ``exit_lookback``
+    candles. Strength is the breakout distance as a fraction of the channel width, in
+    [0, 1]. A direction is signalled once until the opposite one fires.
+    """
+
+    strategy_id: ClassVar[str] = "momentum_v1"
+    params_model: ClassVar[type[MomentumParams]] = MomentumParams
+
+    def __init__(self, params: MomentumParams) -> None:
+        self.params = params
+        self._highest = RollingExtreme(params.lookback, maximum=True)
+        self._lowest = RollingExtreme(params.lookback, maximum=False)
+        self._exit_lowest = RollingExtreme(params.exit_lookback, maximum=False)
+        self._last: str | None = None
+
+    def on_candle(self, candle: Candle) -> SignalIntent | None:
+        # Channels of the *previous* candles: read before this candle updates them.
+        highest = self._highest.value
+        lowest = self._lowest.value
+        exit_lowest = self._exit_lowest.value
+        self._highest.update(candle.high)
+        self._lowest.update(candle.low)
+        self._exit_lowest.update(candle.low)
+        close = candle.close
+        if highest is not None and lowest is not None and close > highest and self._last != "BUY":
+            self._last = "BUY"
+            width = highest - lowest
+            strength = 1.0 if width <= 0 else min(1.0, (close - highest) / width)
+            return SignalIntent("BUY", "MOMENTUM_BREAKOUT", strength)
+        if exit_lowest is not None and close < exit_lowest and self._last == "BUY":
+            self._last = "SELL"
+            return SignalIntent("SELL", "MOMENTUM_BREAKDOWN")
+        return None

@@ -1,0 +1,184 @@
+"""The backtest runner: candles from files through the pipeline into the embedded log.
+
+This is the Market Data Ingestion stage and the transport around the pure pipeline: it
+publishes every candle to ``market_data`` and every event the pipeline returns to its
+topic, keyed by the run id so one run stays in one partition, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+
+from domain.events import DataSource, DeadLetter, Event, RunCompleted
+from domain.pipeline import PaperTradingPipeline
+from domain.risk import RiskEngine
+from domain.run_config import BacktestConfig, derived_run_id
+from domain.strategies import strategy_factory, strategy_params
+from streams import topics
+from streams.codec import encode, encode_market_data
+from streams.csv_source import BadRow, CsvCandleSource, merged_candles
+from streams.digest import TopicDigest, combine
+from streams.embedded_log import EmbeddedLog
+
+_BATCH = 16384
+
+
+class RunExists(ValueError):
+    pass
+
+
+def code_version() -> str:
+    try:
+        return f"claire-de-binare {metadata.version('claire-de-binare')}"
+    except metadata.PackageNotFoundError:
+        return "claire-de-binare (not installed)"
+
+
+@dataclass(frozen=True)
+class BacktestOutcome:
+    run_id: str
+    completed: RunCompleted
+    log_digest: str
+
+
+def existing_run_ids(log: EmbeddedLog) -> set[str]:
+    if topics.RUNS not in log.topic_names():
+        return set()
+    return {
+        record.key
+        for partition in range(log.partitions(topics.RUNS))
+        for record in log.read(topics.RUNS, partition, verify=False)
+    }
+
+
+def choose_run_id(log: EmbeddedLog, wanted: str | None, derived: str) -> str:
+    """The given id (refused if taken), or the derived one with a suffix if it is taken."""
+    taken = existing_run_ids(log)
+    if wanted is not None:
+        if wanted in taken:
+            raise RunExists(f"run {wanted!r} is already in the log; choose another --run-id")
+        return wanted
+    if derived not in taken:
+        return derived
+    n = 2
+    while f"{derived}-{n}" in taken:
+        n += 1
+    return f"{derived}-{n}"
+
+
+def run_backtest(
+    config: BacktestConfig,
+    sources: Sequence[CsvCandleSource],
+    log: EmbeddedLog,
+    run_id: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> BacktestOutcome:
+    """Run one paper test; every event is durable in ``log`` when this returns."""
+    params = strategy_params(config.strategy_id, config.strategy_params)
+    config = config.model_copy(update={"strategy_params": params.model_dump()})
+    config_hash = config.config_hash()
+    log.open_for_writing()
+    for topic in topics.ALL_TOPICS:
+        log.create_topic(topic)
+    run_id = choose_run_id(
+        log, run_id, derived_run_id(config_hash, [s.sha256 for s in sources])
+    )
+    pipeline = PaperTradingPipeline(
+        run_id=run_id,
+        strategy_id=config.strategy_id,
+        strategy_factory=strategy_factory(config.strategy_id, params),
+        risk_engine=RiskEngine(config.risk),
+        cost=config.cost,
+        initial_cash=config.initial_cash,
+        interval_ms=min(s.interval_ms for s in sources),
+    )
+    writer = _RunWriter(log, run_id)
+    writer.publish(
+        pipeline.start(
+            timestamp=min(s.first_timestamp for s in sources),
+            code_version=code_version(),
+            config=config.model_dump(mode="json"),
+            config_hash=config_hash,
+            data_sources=[
+                DataSource(symbol=s.symbol, name=s.name, sha256=s.sha256, interval=s.interval)
+                for s in sources
+            ],
+            seed=config.seed,
+        )
+    )
+    bad_rows: list[BadRow] = []
+    dead_letters = 0
+
+    def drain_dead_letters() -> None:
+        nonlocal dead_letters
+        for bad in bad_rows:
+            seq, eid = pipeline.next_id("dead_letter")
+            writer.publish(
+                [
+                    DeadLetter(
+                        event_id=eid,
+                        run_id=run_id,
+                        sequence=seq,
+                        timestamp=pipeline.last_timestamp,
+                        source=bad.source,
+                        line=bad.line,
+                        raw=bad.raw[:1000],
+                        reason=bad.reason,
+                    )
+                ]
+            )
+        dead_letters += len(bad_rows)
+        bad_rows.clear()
+
+    market = writer.market_data
+    on_candle = pipeline.on_candle
+    publish = writer.publish
+    sequence = 0
+    for candle in merged_candles(sources, bad_rows.append, on_progress):
+        market.append((candle.timestamp, encode_market_data(run_id, sequence, candle)))
+        sequence += 1
+        events = on_candle(candle)
+        if events:
+            publish(events)
+        if not sequence % _BATCH:
+            if bad_rows:
+                drain_dead_letters()
+            writer.flush()
+    drain_dead_letters()
+    final = pipeline.finish(dead_letters)
+    publish(final)
+    writer.flush()
+    log.commit()
+    completed = final[-1]
+    assert isinstance(completed, RunCompleted)
+    return BacktestOutcome(run_id, completed, writer.digest())
+
+
+class _RunWriter:
+    """Buffers one run's records per topic, appends them in batches, hashes what it wrote."""
+
+    def __init__(self, log: EmbeddedLog, run_id: str) -> None:
+        self.log = log
+        self.run_id = run_id
+        self.market_data: list[tuple[int, bytes]] = []
+        self._pending: dict[str, list[tuple[int, bytes]]] = {t: [] for t in topics.ALL_TOPICS}
+        self._pending[topics.MARKET_DATA] = self.market_data
+        self._digests = {t: TopicDigest() for t in topics.ALL_TOPICS}
+
+    def publish(self, events: Sequence[Event]) -> None:
+        topic_of = topics.TOPIC_OF_EVENT
+        pending = self._pending
+        for event in events:
+            pending[topic_of[event.type]].append((event.timestamp, encode(event)))
+
+    def flush(self) -> None:
+        for topic, records in self._pending.items():
+            if records:
+                self.log.append(topic, self.run_id, records)
+                self._digests[topic].update([value for _, value in records])
+                records.clear()
+
+    def digest(self) -> str:
+        return combine(self._digests)

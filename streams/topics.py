@@ -1,0 +1,50 @@
+"""Topic names, which event goes to which topic, and how keys map to partitions."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+
+MARKET_DATA = "market_data"
+SIGNALS = "signals"
+RISK_DECISIONS = "risk_decisions"
+ORDERS = "orders"
+ORDER_RESULTS = "order_results"
+ALERTS = "alerts"
+PORTFOLIO = "portfolio"
+RUNS = "runs"
+DEAD_LETTERS = "dead_letters"
+
+ALL_TOPICS: tuple[str, ...] = (
+    MARKET_DATA,
+    SIGNALS,
+    RISK_DECISIONS,
+    ORDERS,
+    ORDER_RESULTS,
+    ALERTS,
+    PORTFOLIO,
+    RUNS,
+    DEAD_LETTERS,
+)
+
+TOPIC_OF_EVENT: Mapping[str, str] = {
+    "market_data": MARKET_DATA,
+    "dead_letter": DEAD_LETTERS,
+    "signal": SIGNALS,
+    "risk_decision": RISK_DECISIONS,
+    "order": ORDERS,
+    "order_result": ORDER_RESULTS,
+    "alert": ALERTS,
+    "position_state": PORTFOLIO,
+    "portfolio_snapshot": PORTFOLIO,
+    "risk_state": PORTFOLIO,
+    "run_metadata": RUNS,
+    "run_completed": RUNS,
+}
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Stable key -> partition mapping: one run (portfolio) stays in one partition, in order."""
+    if partitions <= 1:
+        return 0
+    return zlib.crc32(key.encode()) % partitions
