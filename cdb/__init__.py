@@ -1,0 +1,1 @@
+"""Entry points: the ``cdb`` command line and the one place that wires the system."""

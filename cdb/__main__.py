@@ -1,0 +1,3 @@
+from cdb.cli import main
+
+raise SystemExit(main())

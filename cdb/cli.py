@@ -1,0 +1,408 @@
+"""``cdb``: the command line. Thin: parse, call the layers below, print.
+
+Bad input gives one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+
+from cdb import bootstrap
+from cdb.risk_file import RiskConfigError, load_risk_config
+from domain.execution import CostModel
+from domain.risk import RiskConfig
+from domain.run_config import BacktestConfig
+from domain.strategies import STRATEGIES, StrategyConfigError
+from projections import tables
+from projections.digest import projection_digest
+from projections.projector import ProjectionError, catch_up
+from projections.report import render_report
+from streams.backtest import BacktestOutcome, RunExists, run_backtest
+from streams.csv_source import CsvCandleSource, DataSourceError, parse_data_spec
+from streams.digest import log_digest
+from streams.embedded_log import EmbeddedLog, LogError
+
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """Bad input from the user: reported in one line, exit code 2."""
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, as argparse does, with our prefix
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"cdb: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cdb", description="Claire de Binare: event-sourced paper trading.")
+    parser.add_argument(
+        "--data-dir",
+        help=f"where the log and read models live (default ${bootstrap.DATA_DIR_ENV} or "
+        f"{bootstrap.DEFAULT_DATA_DIR})",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    bt = commands.add_parser("backtest", help="run a paper test over candle files")
+    bt.add_argument("--data", action="append", required=True, metavar="[SYMBOL=]FILE",
+                    help="CSV with header timestamp_ms,open,high,low,close,volume (repeatable)")
+    bt.add_argument("--strategy", default="sma_cross", choices=sorted(STRATEGIES))
+    bt.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="strategy parameter (repeatable), e.g. fast=10")
+    bt.add_argument("--risk-config", type=Path, metavar="FILE", help="RiskConfig (TOML or JSON)")
+    bt.add_argument("--cash", type=float, default=10_000.0, help="initial cash (default 10000)")
+    bt.add_argument("--fee-bps", type=float, default=10.0, help="fee in basis points (default 10)")
+    bt.add_argument("--slippage-bps", type=float, default=0.0,
+                    help="slippage in basis points (default 0)")
+    bt.add_argument("--seed", type=int, default=0, help="recorded in the run metadata")
+    bt.add_argument("--run-id", help="name the run (default: derived from config and data)")
+    bt.add_argument("--report", type=Path, metavar="FILE.html", help="write an HTML report")
+    bt.add_argument("--json", action="store_true", help="print one JSON object")
+    bt.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    log = commands.add_parser("log", help="inspect the event log")
+    log_commands = log.add_subparsers(dest="log_command", required=True, parser_class=_Parser)
+    topics_cmd = log_commands.add_parser("topics", help="list topics, partitions and offsets")
+    topics_cmd.add_argument("--json", action="store_true")
+    read = log_commands.add_parser("read", help="print records as JSON lines")
+    read.add_argument("--topic", required=True)
+    read.add_argument("--partition", type=int, default=0)
+    read.add_argument("--from-offset", type=int)
+    read.add_argument("--to-offset", type=int, help="exclusive")
+    read.add_argument("--from-time", help="epoch ms or ISO time (UTC)")
+    read.add_argument("--to-time", help="epoch ms or ISO time (UTC), exclusive")
+    read.add_argument("--run-id", help="only records of this run")
+    read.add_argument("--limit", type=int, help="at most this many records")
+    digest = log_commands.add_parser("digest", help="sha256 over events (see docs/log.md)")
+    digest.add_argument("--topic", action="append", help="only these topics (repeatable)")
+    digest.add_argument("--run-id", help="only events of this run")
+
+    report = commands.add_parser("report", help="write the HTML report of a run")
+    report.add_argument("--run-id", required=True)
+    report.add_argument("--out", type=Path, required=True, metavar="FILE.html")
+    return parser
+
+
+# -- backtest -----------------------------------------------------------------------------------
+
+
+def _params(pairs: Sequence[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param {pair!r}: expected KEY=VALUE")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _progress_bar(total: int) -> Callable[[int], None] | None:
+    if not sys.stderr.isatty() or total <= 0:
+        return None
+    done = 0
+    shown = -1
+
+    def update(nbytes: int) -> None:
+        nonlocal done, shown
+        done += nbytes
+        percent = min(100, done * 100 // total)
+        if percent != shown:
+            shown = percent
+            bar = "#" * (percent // 4)
+            sys.stderr.write(f"\r  reading candles [{bar:<25}] {percent:3d}%")
+            if percent == 100:
+                sys.stderr.write("\r" + " " * 50 + "\r")
+            sys.stderr.flush()
+
+    return update
+
+
+def _fmt_time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}{suffix}"
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    started = time.perf_counter()  # for the elapsed figure only; nothing decides on it
+    sources = [CsvCandleSource(*parse_data_spec(spec)) for spec in args.data]
+    symbols = [s.symbol for s in sources]
+    if len(set(symbols)) != len(symbols):
+        raise UsageError(f"two --data files for the same symbol: {', '.join(symbols)}")
+    risk = load_risk_config(args.risk_config) if args.risk_config else RiskConfig()
+    try:
+        cost = CostModel(fee_bps=args.fee_bps, slippage_bps=args.slippage_bps)
+        config = BacktestConfig(
+            strategy_id=args.strategy,
+            strategy_params=_params(args.param),
+            risk=risk,
+            cost=cost,
+            initial_cash=args.cash,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise UsageError(_first_error(exc)) from None
+    settings = bootstrap.settings(args.data_dir)
+    progress = None if args.no_progress else _progress_bar(sum(s.size for s in sources))
+    with bootstrap.open_log(settings) as log:
+        outcome = run_backtest(config, sources, log, run_id=args.run_id, on_progress=progress)
+        engine = bootstrap.open_read_models(settings)
+        catch_up(log, engine)
+    proj_digest = projection_digest(engine, outcome.run_id)
+    with engine.connect() as conn:
+        run = conn.execute(
+            select(tables.runs).where(tables.runs.c.run_id == outcome.run_id)
+        ).mappings().one()
+        raised = conn.execute(
+            select(tables.alerts.c.level, tables.alerts.c.code, tables.alerts.c.timestamp)
+            .where(tables.alerts.c.run_id == outcome.run_id)
+            .order_by(tables.alerts.c.sequence)
+        ).all()
+    if args.report:
+        _write_report(args.report, render_report(engine, outcome.run_id))
+    engine.dispose()
+    elapsed = time.perf_counter() - started
+    summary = _summary(outcome, run, proj_digest, elapsed, settings, args.report)
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+    else:
+        _print_summary(summary, run, raised, sources)
+    return 0
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg']}"
+    return str(exc)
+
+
+def _write_report(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write report {path}: {exc.strerror or exc}") from None
+
+
+def _summary(
+    outcome: BacktestOutcome,
+    run: Any,
+    proj_digest: str,
+    elapsed: float,
+    settings: bootstrap.Settings,
+    report: Path | None,
+) -> dict[str, Any]:
+    return {
+        "run_id": outcome.run_id,
+        "strategy": run["strategy_id"],
+        "candles": run["candles"],
+        "signals": run["signals"],
+        "orders": run["orders"],
+        "trades": run["fills"],
+        "closed_trades": run["trades"],
+        "rejected": run["rejected"],
+        "dead_letters": run["dead_letters"],
+        "initial_cash": run["initial_cash"],
+        "final_equity": run["final_equity"],
+        "return_pct": run["total_return_pct"],
+        "cagr_pct": run["cagr_pct"],
+        "max_drawdown_pct": run["max_drawdown_pct"],
+        "sharpe": run["sharpe"],
+        "sortino": run["sortino"],
+        "win_rate": run["win_rate"],
+        "profit_factor": run["profit_factor"],
+        "expectancy": run["expectancy"],
+        "exposure_time_pct": run["exposure_time_pct"],
+        "log_digest": outcome.log_digest,
+        "projection_digest": proj_digest,
+        "data_dir": str(settings.data_dir),
+        "report": str(report) if report else None,
+        "elapsed_s": round(elapsed, 3),
+    }
+
+
+def _print_summary(
+    s: dict[str, Any], run: Any, raised: Sequence[Any], sources: Sequence[CsvCandleSource]
+) -> None:
+    data = ", ".join(f"{src.symbol} {src.interval} ({src.name})" for src in sources)
+    win = None if s["win_rate"] is None else s["win_rate"] * 100
+    alerts = "none"
+    if raised:
+        first = raised[0]
+        alerts = f"{len(raised)} (first: {first.level} {first.code} at {_fmt_time(first.timestamp)})"
+    rate = s["candles"] / s["elapsed_s"] if s["elapsed_s"] else 0
+    lines = [
+        f"Claire de Binare backtest {s['run_id']}  strategy {s['strategy']}",
+        f"  data           {data}",
+        f"  period         {_fmt_time(run['started_at'])} to {_fmt_time(run['ended_at'])} UTC",
+        f"  candles        {s['candles']:,}   dead letters {s['dead_letters']:,}",
+        f"  signals        {s['signals']:,}   orders {s['orders']:,}   fills {s['trades']:,}"
+        f"   rejected {s['rejected']:,}",
+        f"  equity         {_fmt(s['initial_cash'])} -> {_fmt(s['final_equity'])}"
+        f"   return {_fmt(s['return_pct'], suffix='%')}   CAGR {_fmt(s['cagr_pct'], suffix='%')}",
+        f"  risk           max drawdown {_fmt(s['max_drawdown_pct'], suffix='%')}"
+        f"   Sharpe {_fmt(s['sharpe'])}   Sortino {_fmt(s['sortino'])}"
+        f"   exposure time {_fmt(s['exposure_time_pct'], 1, '%')}",
+        f"  closed trades  {s['closed_trades']:,}   win rate {_fmt(win, 1, '%')}"
+        f"   profit factor {_fmt(s['profit_factor'])}   expectancy {_fmt(s['expectancy'])}",
+        f"  alerts         {alerts}",
+        f"  log            {s['data_dir']}/log   log_digest {s['log_digest']}",
+        f"  read models    {s['data_dir']}/projections.sqlite"
+        f"   projection_digest {s['projection_digest']}",
+    ]
+    if s["report"]:
+        lines.append(f"  report         {s['report']}")
+    lines.append(f"  elapsed        {s['elapsed_s']:.2f} s ({rate:,.0f} candles/s)")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+# -- log --------------------------------------------------------------------------------------
+
+
+def _existing_log(args: argparse.Namespace) -> EmbeddedLog:
+    settings = bootstrap.settings(args.data_dir)
+    if not settings.log_dir.exists():
+        raise UsageError(f"no log at {settings.log_dir}: run a backtest first")
+    return bootstrap.open_log(settings)
+
+
+def _time_arg(text: str) -> int:
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"not a time: {text!r} (epoch ms or ISO 8601)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    log = _existing_log(args)
+    if args.log_command == "topics":
+        infos = log.describe()
+        if args.json:
+            payload = [
+                {"topic": i.name, "partitions": i.partitions, "end_offsets": list(i.end_offsets)}
+                for i in infos
+            ]
+            sys.stdout.write(orjson.dumps(payload).decode() + "\n")
+        else:
+            sys.stdout.write(f"{'topic':<16} {'partitions':>10} {'records':>12}\n")
+            for i in infos:
+                sys.stdout.write(f"{i.name:<16} {i.partitions:>10} {i.records:>12,}\n")
+        return 0
+    if args.log_command == "digest":
+        known = log.topic_names()
+        for topic in args.topic or []:
+            if topic not in known:
+                raise UsageError(f"unknown topic {topic!r} (topics: {', '.join(known)})")
+        sys.stdout.write(log_digest(log, args.run_id, args.topic) + "\n")
+        return 0
+    return _read(log, args)
+
+
+def _read(log: EmbeddedLog, args: argparse.Namespace) -> int:
+    known = log.topic_names()
+    if args.topic not in known:
+        raise UsageError(f"unknown topic {args.topic!r} (topics: {', '.join(known)})")
+    partitions = log.partitions(args.topic)
+    if not 0 <= args.partition < partitions:
+        raise UsageError(
+            f"topic {args.topic} has partitions 0..{partitions - 1}, not {args.partition}"
+        )
+    start = args.from_offset or 0
+    end = args.to_offset
+    if args.from_time is not None:
+        start = max(start, log.offset_for_time(args.topic, args.partition, _time_arg(args.from_time)))
+    if args.to_time is not None:
+        by_time = log.offset_for_time(args.topic, args.partition, _time_arg(args.to_time))
+        end = by_time if end is None else min(end, by_time)
+    if start < 0 or (end is not None and end < 0):
+        raise UsageError("offsets cannot be negative")
+    if args.from_offset is not None and end is not None and args.from_offset > end:
+        raise UsageError(f"--from-offset {args.from_offset} is after --to-offset {end}")
+    head = f'{{"topic":"{args.topic}","partition":{args.partition},'.encode()
+    out = sys.stdout.buffer
+    written = 0
+    for record in log.read(args.topic, args.partition, start, end):
+        if args.run_id is not None and record.key != args.run_id:
+            continue
+        if args.limit is not None and written >= args.limit:
+            break
+        out.write(
+            head
+            + b'"offset":%d,"timestamp":%d,"key":%s,"value":%s}\n'
+            % (record.offset, record.timestamp, orjson.dumps(record.key), record.value)
+        )
+        written += 1
+    out.flush()
+    return 0
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    settings = bootstrap.settings(args.data_dir)
+    engine = bootstrap.open_read_models(settings)
+    try:
+        text = render_report(engine, args.run_id)
+    except LookupError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    finally:
+        engine.dispose()
+    _write_report(args.out, text)
+    sys.stdout.write(f"report written to {args.out}\n")
+    return 0
+
+
+# -- main -------------------------------------------------------------------------------------
+
+_EXPECTED_ERRORS = (
+    UsageError,
+    DataSourceError,
+    StrategyConfigError,
+    RiskConfigError,
+    RunExists,
+    LogError,
+    ProjectionError,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"backtest": cmd_backtest, "log": cmd_log, "report": cmd_report}
+    try:
+        return handlers[args.command](args)
+    except _EXPECTED_ERRORS as exc:
+        sys.stderr.write(f"cdb: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("cdb: interrupted; the log keeps every committed event\n")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `cdb log read ... | head`): not an error of ours.
+        sys.stderr.close()
+        return 0

@@ -1,0 +1,1 @@
+"""Read models: tables folded from the log, their checkpoints, digests and reports."""

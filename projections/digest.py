@@ -1,0 +1,33 @@
+"""``projection_digest``: one sha256 over the read models, backend-independent.
+
+Tables in name order; within a table, rows in primary-key order; each row as the JSON
+array of its column values. Checkpoints are not part of it: they say where a projector
+is, not what the log means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+from sqlalchemy import Engine, select
+
+from projections.tables import READ_MODELS
+
+
+def projection_digest(engine: Engine, run_id: str | None = None) -> str:
+    outer = hashlib.sha256()
+    with engine.connect() as conn:
+        for table in sorted(READ_MODELS, key=lambda t: t.name):
+            query = select(table).order_by(*table.primary_key.columns)
+            if run_id is not None:
+                query = query.where(table.c.run_id == run_id)
+            inner = hashlib.sha256()
+            count = 0
+            for row in conn.execute(query):
+                inner.update(orjson.dumps(list(row)))
+                inner.update(b"\n")
+                count += 1
+            columns = ",".join(c.name for c in table.columns)
+            outer.update(f"{table.name}\t{columns}\t{count}\t{inner.hexdigest()}\n".encode())
+    return outer.hexdigest()

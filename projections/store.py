@@ -1,0 +1,66 @@
+"""The store behind the read models: SQLite by default, any SQLAlchemy URL otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from projections.tables import metadata
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{Path(data_dir) / 'projections.sqlite'}"
+
+
+def open_store(url: str) -> Engine:
+    """Create the engine and the schema (idempotent)."""
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    metadata.create_all(engine)
+    return engine
+
+
+def upsert(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    update_columns: Sequence[str] | None = None,
+) -> None:
+    """Insert ``rows``; on a primary-key clash overwrite ``update_columns`` (all by default).
+
+    Rows of one call must have the same keys. Replaying an event rewrites the same values,
+    so applying a batch twice leaves the tables as applying it once.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        statement: Any = sqlite.insert(table)
+    elif dialect == "postgresql":
+        statement = postgresql.insert(table)
+    else:
+        raise ValueError(f"unsupported store dialect {dialect!r}")
+    keys = [c.name for c in table.primary_key.columns]
+    columns = update_columns if update_columns is not None else [
+        k for k in rows[0] if k not in keys
+    ]
+    if columns:
+        statement = statement.on_conflict_do_update(
+            index_elements=keys, set_={c: statement.excluded[c] for c in columns}
+        )
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=keys)
+    conn.execute(statement, list(rows))

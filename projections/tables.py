@@ -1,0 +1,168 @@
+"""The read-model schema. Every table is a fold of the log and can be rebuilt from it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("strategy_id", String(64)),
+    Column("code_version", String(128)),
+    Column("config_json", Text),
+    Column("config_hash", String(64)),
+    Column("data_sources_json", Text),
+    Column("seed", BigInteger),
+    Column("started_at", BigInteger),
+    Column("ended_at", BigInteger),
+    Column("status", String(16)),
+    Column("candles", BigInteger),
+    Column("signals", BigInteger),
+    Column("orders", BigInteger),
+    Column("fills", BigInteger),
+    Column("rejected", BigInteger),
+    Column("dead_letters", BigInteger),
+    Column("initial_cash", Float),
+    Column("final_equity", Float),
+    Column("total_return_pct", Float),
+    Column("cagr_pct", Float),
+    Column("max_drawdown_pct", Float),
+    Column("sharpe", Float),
+    Column("sortino", Float),
+    Column("win_rate", Float),
+    Column("profit_factor", Float),
+    Column("expectancy", Float),
+    Column("trades", BigInteger),
+    Column("exposure_time_pct", Float),
+    Column("bars", BigInteger),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("order_id", String(160), primary_key=True),
+    Column("symbol", String(64), index=True),
+    Column("side", String(4)),
+    Column("quantity", Float),
+    Column("created_at", BigInteger),
+    Column("status", String(16)),
+    Column("filled_quantity", Float),
+    Column("price", Float),
+    Column("fee", Float),
+    Column("reason", String(64)),
+    Column("resulted_at", BigInteger),
+)
+
+trades = Table(
+    "trades",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("order_id", String(160), primary_key=True),
+    Column("symbol", String(64), index=True),
+    Column("side", String(4)),
+    Column("quantity", Float),
+    Column("price", Float),
+    Column("fee", Float),
+    Column("timestamp", BigInteger, index=True),
+    Column("realized_pnl", Float),
+    Column("position_after", Float),
+)
+
+equity_curve = Table(
+    "equity_curve",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True),
+    Column("timestamp", BigInteger, index=True),
+    Column("equity", Float),
+    Column("cash", Float),
+    Column("high_water_mark", Float),
+    Column("drawdown_pct", Float),
+    Column("exposure_pct", Float),
+    Column("realized_pnl", Float),
+    Column("open_positions", Integer),
+)
+
+positions = Table(
+    "positions",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("symbol", String(64), primary_key=True),
+    Column("quantity", Float),
+    Column("avg_entry_price", Float),
+    Column("realized_pnl", Float),
+    Column("last_price", Float),
+    Column("updated_at", BigInteger),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True),
+    Column("timestamp", BigInteger, index=True),
+    Column("level", String(16)),
+    Column("code", String(64)),
+    Column("message", Text),
+    Column("symbol", String(64)),
+)
+
+risk_states = Table(
+    "risk_states",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True),
+    Column("timestamp", BigInteger),
+    Column("trading_state", String(16)),
+    Column("kill_switch", Boolean),
+    Column("drawdown_pct", Float),
+    Column("exposure_pct", Float),
+    Column("reason_code", String(64)),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True),
+    Column("source", String(255)),
+    Column("line", BigInteger),
+    Column("raw", Text),
+    Column("reason", String(64)),
+)
+
+# Not a read model: where each projector has got to, written in the same transaction as
+# the rows it produced.
+checkpoints = Table(
+    "projector_checkpoints",
+    metadata,
+    Column("projector", String(64), primary_key=True),
+    Column("topic", String(128), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+)
+
+READ_MODELS: tuple[Table, ...] = (
+    alerts,
+    dead_letters,
+    equity_curve,
+    orders,
+    positions,
+    risk_states,
+    runs,
+    trades,
+)
