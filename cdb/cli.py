@@ -26,7 +26,7 @@ from projections import tables
 from projections.digest import projection_digest
 from projections.projector import ProjectionError, catch_up
 from projections.report import render_report
-from streams.backtest import BacktestOutcome, RunExists, run_backtest
+from streams.backtest import BacktestOutcome, RunIdError, run_backtest
 from streams.csv_source import CsvCandleSource, DataSourceError, parse_data_spec
 from streams.digest import log_digest
 from streams.embedded_log import EmbeddedLog, LogError
@@ -385,7 +385,7 @@ _EXPECTED_ERRORS = (
     DataSourceError,
     StrategyConfigError,
     RiskConfigError,
-    RunExists,
+    RunIdError,
     LogError,
     ProjectionError,
 )

@@ -76,6 +76,8 @@ class PaperTradingPipeline:
         self._pending: dict[str, _Pending] = {}
         self._sequences: dict[str, int] = {}
         self._bar_ts: int | None = None
+        self._equity = initial_cash  # equity after the latest candle: the bar's close
+        self._in_market = False
         self._day: int | None = None
         self._orders_placed = 0
         self.candles = 0
@@ -133,7 +135,7 @@ class PaperTradingPipeline:
         ts = candle.timestamp
         if ts != self._bar_ts:
             if self._bar_ts is not None:
-                self._close_bar()
+                self.tracker.on_bar(self._bar_ts, self._equity, self._in_market)
             self._bar_ts = ts
         symbol = candle.symbol
         portfolio = self.portfolio
@@ -142,10 +144,16 @@ class PaperTradingPipeline:
             if pending is not None:
                 self._fill(pending, candle, out)
         portfolio.marks[symbol] = candle.close
-        if portfolio.positions:
-            drawdown = portfolio.update_high_water_mark()
+        if portfolio.open_count:
+            equity = self._equity = portfolio.equity
+            drawdown = portfolio.update_high_water_mark(equity)
             if self.trading_state == "ACTIVE":
                 self._watch_drawdown(drawdown, ts, out)
+            self._in_market = True
+        else:
+            # Flat: equity is cash, which only a fill changes (and _fill refreshes the mark).
+            self._equity = portfolio.cash
+            self._in_market = False
         day = ts // DAY_MS
         if day != self._day:
             if self._day is not None:
@@ -166,7 +174,7 @@ class PaperTradingPipeline:
         out: list[Event] = []
         end_ts = self.last_timestamp + self.last_interval_ms if self.candles else 0
         if self._bar_ts is not None:
-            self._close_bar()
+            self.tracker.on_bar(self._bar_ts, self._equity, self._in_market)
             self._bar_ts = None
         for symbol in sorted(self._pending):
             pending = self._pending[symbol]
@@ -195,12 +203,6 @@ class PaperTradingPipeline:
         return out
 
     # -- stages -------------------------------------------------------------------------------
-
-    def _close_bar(self) -> None:
-        assert self._bar_ts is not None
-        portfolio = self.portfolio
-        in_market = any(position.quantity for position in portfolio.positions.values())
-        self.tracker.on_bar(self._bar_ts, portfolio.equity, in_market)
 
     def _decide(
         self,
@@ -323,6 +325,7 @@ class PaperTradingPipeline:
             )
         )
         portfolio.update_high_water_mark()
+        self._equity = portfolio.equity
         out.append(self._snapshot(candle.timestamp, result.event_id))
 
     def _order_result(

@@ -42,6 +42,7 @@ class PerformanceTracker:
         "_peak",
         "_pnl_sum",
         "_trades",
+        "_unchanged",
         "_wins",
         "initial_cash",
         "interval_ms",
@@ -64,6 +65,7 @@ class PerformanceTracker:
         self._gross_profit = 0.0
         self._gross_loss = 0.0
         self._pnl_sum = 0.0
+        self._unchanged = 0  # zero-return bars not yet folded into mean and m2
         self._first_ts: int | None = None
         self._last_ts: int | None = None
 
@@ -72,7 +74,15 @@ class PerformanceTracker:
         if self._first_ts is None:
             self._first_ts = timestamp
         self._last_ts = timestamp
+        if in_market:
+            self._bars_in_market += 1
         previous = self._last_equity
+        if equity == previous:
+            # A flat bar (most bars without a position): count it now, fold it in later.
+            self._unchanged += 1
+            return
+        if self._unchanged:
+            self._fold_unchanged()
         r = equity / previous - 1.0 if previous > 0.0 else 0.0
         self._bars += 1
         # Welford's update keeps the variance exact enough over millions of bars.
@@ -81,8 +91,6 @@ class PerformanceTracker:
         self._m2 += delta * (r - self._mean)
         if r < 0.0:
             self._downside_sq += r * r
-        if in_market:
-            self._bars_in_market += 1
         self._last_equity = equity
         if equity > self._peak:
             self._peak = equity
@@ -90,6 +98,16 @@ class PerformanceTracker:
             drawdown = (self._peak - equity) / self._peak
             if drawdown > self._max_drawdown:
                 self._max_drawdown = drawdown
+
+    def _fold_unchanged(self) -> None:
+        """Merge the pending run of zero returns (Chan et al.'s pairwise variance update)."""
+        k, n = self._unchanged, self._bars
+        total = n + k
+        delta = -self._mean
+        self._mean += delta * k / total
+        self._m2 += delta * delta * n * k / total
+        self._bars = total
+        self._unchanged = 0
 
     def on_closed_trade(self, pnl: float) -> None:
         self._trades += 1
@@ -102,6 +120,8 @@ class PerformanceTracker:
             self._gross_loss -= pnl
 
     def result(self, final_equity: float) -> RunStatistics:
+        if self._unchanged:
+            self._fold_unchanged()
         bars = self._bars
         annualiser = math.sqrt(YEAR_MS / self.interval_ms) if self.interval_ms > 0 else 0.0
         sharpe: float | None = None

@@ -7,11 +7,13 @@ topic, keyed by the run id so one run stays in one partition, in order.
 
 from __future__ import annotations
 
+import gc
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
-from domain.events import DataSource, DeadLetter, Event, RunCompleted
+from domain.events import Candle, DataSource, DeadLetter, Event, RunCompleted
 from domain.pipeline import PaperTradingPipeline
 from domain.risk import RiskEngine
 from domain.run_config import BacktestConfig, derived_run_id
@@ -21,12 +23,22 @@ from streams.codec import encode, encode_market_data
 from streams.csv_source import BadRow, CsvCandleSource, merged_candles
 from streams.digest import TopicDigest, combine
 from streams.embedded_log import EmbeddedLog
+from streams.market_data_publisher import MarketDataPublisher, can_fork
 
-_BATCH = 16384
+# orjson hands back each value in a 4 KiB allocation, so batches stay small to keep
+# memory flat; 2048 records still amortise the per-batch work.
+_BATCH = 2048
 
 
-class RunExists(ValueError):
+class RunIdError(ValueError):
     pass
+
+
+class RunExists(RunIdError):
+    pass
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9._:\-]{1,120}")
 
 
 def code_version() -> str:
@@ -55,6 +67,10 @@ def existing_run_ids(log: EmbeddedLog) -> set[str]:
 
 def choose_run_id(log: EmbeddedLog, wanted: str | None, derived: str) -> str:
     """The given id (refused if taken), or the derived one with a suffix if it is taken."""
+    if wanted is not None and not _RUN_ID.fullmatch(wanted):
+        raise RunIdError(
+            f"invalid run id {wanted!r}: 1-120 letters, digits and . _ : - only"
+        )
     taken = existing_run_ids(log)
     if wanted is not None:
         if wanted in taken:
@@ -74,8 +90,14 @@ def run_backtest(
     log: EmbeddedLog,
     run_id: str | None = None,
     on_progress: Callable[[int], None] | None = None,
+    *,
+    parallel: bool = True,
 ) -> BacktestOutcome:
-    """Run one paper test; every event is durable in ``log`` when this returns."""
+    """Run one paper test; every event is durable in ``log`` when this returns.
+
+    With ``parallel`` (and where the platform can fork), candles are published to
+    ``market_data`` by a second process; the events written are identical either way.
+    """
     params = strategy_params(config.strategy_id, config.strategy_params)
     config = config.model_copy(update={"strategy_params": params.model_dump()})
     config_hash = config.config_hash()
@@ -132,20 +154,40 @@ def run_backtest(
         dead_letters += len(bad_rows)
         bad_rows.clear()
 
-    market = writer.market_data
+    publisher = MarketDataPublisher(log.root, run_id) if parallel and can_fork() else None
+    batch: list[Candle] = []
     on_candle = pipeline.on_candle
     publish = writer.publish
-    sequence = 0
-    for candle in merged_candles(sources, bad_rows.append, on_progress):
-        market.append((candle.timestamp, encode_market_data(run_id, sequence, candle)))
-        sequence += 1
-        events = on_candle(candle)
-        if events:
-            publish(events)
-        if not sequence % _BATCH:
-            if bad_rows:
-                drain_dead_letters()
-            writer.flush()
+    # The loop allocates millions of short-lived, acyclic objects; the cyclic collector
+    # would only rescan them, so it pauses for the loop.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for candle in merged_candles(sources, bad_rows.append, on_progress):
+            batch.append(candle)
+            events = on_candle(candle)
+            if events:
+                publish(events)
+            if len(batch) >= _BATCH:
+                if publisher is not None:
+                    publisher.publish(batch)
+                else:
+                    writer.market_data_inline(batch, pipeline.candles - len(batch))
+                batch = []
+                if bad_rows:
+                    drain_dead_letters()
+                writer.flush()
+        if publisher is not None:
+            publisher.publish(batch)
+            writer.set_digest(topics.MARKET_DATA, publisher.finish())
+            publisher = None
+        else:
+            writer.market_data_inline(batch, pipeline.candles - len(batch))
+    finally:
+        if publisher is not None:
+            publisher.abort()
+        if gc_was_enabled:
+            gc.enable()
     drain_dead_letters()
     final = pipeline.finish(dead_letters)
     publish(final)
@@ -162,10 +204,21 @@ class _RunWriter:
     def __init__(self, log: EmbeddedLog, run_id: str) -> None:
         self.log = log
         self.run_id = run_id
-        self.market_data: list[tuple[int, bytes]] = []
         self._pending: dict[str, list[tuple[int, bytes]]] = {t: [] for t in topics.ALL_TOPICS}
-        self._pending[topics.MARKET_DATA] = self.market_data
         self._digests = {t: TopicDigest() for t in topics.ALL_TOPICS}
+
+    def market_data_inline(self, candles: list[Candle], first_sequence: int) -> None:
+        """Publish candles from this process (where a second one cannot be forked)."""
+        run_id = self.run_id
+        records = [
+            (candle.timestamp, encode_market_data(run_id, first_sequence + i, candle))
+            for i, candle in enumerate(candles)
+        ]
+        self.log.append(topics.MARKET_DATA, run_id, records)
+        self._digests[topics.MARKET_DATA].update([value for _, value in records])
+
+    def set_digest(self, topic: str, digest: TopicDigest) -> None:
+        self._digests[topic] = digest
 
     def publish(self, events: Sequence[Event]) -> None:
         topic_of = topics.TOPIC_OF_EVENT

@@ -23,6 +23,22 @@ def encode(event: Event) -> bytes:
 
 
 def encode_market_data(run_id: str, sequence: int, candle: Candle) -> bytes:
+    return encode_candle_fields(run_id, sequence, *candle[:8])
+
+
+def encode_candle_fields(
+    run_id: str,
+    sequence: int,
+    symbol: str,
+    timestamp: int,
+    open_: float,
+    high: float,
+    low: float,
+    close: float,
+    volume: float,
+    interval: str,
+) -> bytes:
+    """The ``market_data`` event of one candle, given as plain fields."""
     return orjson.dumps(
         {
             "type": "market_data",
@@ -31,14 +47,14 @@ def encode_market_data(run_id: str, sequence: int, candle: Candle) -> bytes:
             "sequence": sequence,
             "schema_version": SCHEMA_VERSION,
             "causation_id": None,
-            "timestamp": candle.timestamp,
-            "symbol": candle.symbol,
-            "open": candle.open,
-            "high": candle.high,
-            "low": candle.low,
-            "close": candle.close,
-            "volume": candle.volume,
-            "interval": candle.interval,
+            "timestamp": timestamp,
+            "symbol": symbol,
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+            "interval": interval,
         }
     )
 

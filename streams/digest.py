@@ -16,11 +16,17 @@ from streams.embedded_log import EmbeddedLog
 
 
 class TopicDigest:
-    __slots__ = ("count", "hasher")
+    """The running sha256 of one topic's values; ``finished`` when computed elsewhere."""
+
+    __slots__ = ("count", "finished", "hasher")
 
     def __init__(self) -> None:
         self.hasher = hashlib.sha256()
         self.count = 0
+        self.finished: str | None = None
+
+    def hexdigest(self) -> str:
+        return self.finished if self.finished is not None else self.hasher.hexdigest()
 
     def update(self, values: list[bytes]) -> None:
         if values:
@@ -34,7 +40,7 @@ def combine(per_topic: dict[str, TopicDigest]) -> str:
     for topic in sorted(per_topic):
         digest = per_topic[topic]
         if digest.count:
-            outer.update(f"{topic}\t{digest.count}\t{digest.hasher.hexdigest()}\n".encode())
+            outer.update(f"{topic}\t{digest.count}\t{digest.hexdigest()}\n".encode())
     return outer.hexdigest()
 
 

@@ -6,13 +6,16 @@ Layout under the log directory::
     <topic>/<partition>/00000000000000000000.log     records, one per line
     <topic>/<partition>/00000000000000000000.index   sparse offset/position/time index
 
-A record line is ``offset TAB timestamp TAB key TAB crc32(value) TAB value NEWLINE``; the
-value is the event's JSON, which never contains a raw newline. Guarantees:
+Records are written in batches, as Kafka does. A batch is a header line
+``B base_offset count max_timestamp crc32 payload_length key`` followed by its payload:
+``count`` lines of ``timestamp TAB value``, where the value is the event's JSON (which never
+contains a raw newline) and the CRC covers the payload. Records of one batch share a key.
+Guarantees:
 
 1. Append-only: records are never rewritten; offsets are dense from 0 in each partition.
 2. Durable on ``commit()``: data and index are fsynced before it returns.
-3. Torn writes are repaired on open: a trailing partial line or a line whose CRC does not
-   match ends the partition there (it was never committed), as Kafka's log recovery does.
+3. Torn writes are repaired on open: a trailing partial batch, or one whose CRC does not
+   match, ends the partition there (it was never committed), as Kafka's log recovery does.
 4. One writer per data directory at a time (an exclusive file lock); readers never lock
    and only ever see complete records.
 """
@@ -22,8 +25,9 @@ from __future__ import annotations
 import bisect
 import fcntl
 import os
+import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +40,7 @@ SEGMENT_NAME = "00000000000000000000"
 INDEX_INTERVAL = 4096
 _FLUSH_BYTES = 4 << 20
 _NO_TS = -(2**63)
+_KEY = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
 
 
 class LogError(RuntimeError):
@@ -67,9 +72,43 @@ class TopicInfo:
         return sum(self.end_offsets)
 
 
-def _parse_line(line: bytes) -> tuple[int, int, bytes, int, bytes]:
-    offset, ts, key, crc, value = line.split(b"\t", 4)
-    return int(offset), int(ts), key, int(crc, 16), value
+class _BatchHeader:
+    __slots__ = ("base", "count", "crc", "key", "length", "max_ts", "size")
+
+    def __init__(self, line: bytes) -> None:
+        tag, base, count, max_ts, crc, length, key = line.rstrip(b"\n").split(b" ", 6)
+        if tag != b"B":
+            raise ValueError("not a batch header")
+        self.base, self.count, self.max_ts = int(base), int(count), int(max_ts)
+        self.crc, self.length, self.key = int(crc, 16), int(length), key
+        self.size = len(line) + self.length  # header plus payload, in bytes
+
+
+def _batches(handle: IO[bytes]) -> Iterator[tuple[_BatchHeader, int]]:
+    """Complete, well-formed batch headers from the handle's position, with their positions.
+
+    The caller either reads the payload (``handle.read(header.length)``) or leaves it; the
+    next iteration seeks past it either way. Stops at the first incomplete or malformed one.
+    """
+    position = handle.tell()
+    while True:
+        handle.seek(position)
+        line = handle.readline()
+        if not line.endswith(b"\n"):
+            return
+        try:
+            header = _BatchHeader(line)
+        except ValueError:
+            return
+        yield header, position
+        position += header.size
+
+
+def _read_payload(handle: IO[bytes], header: _BatchHeader) -> bytes | None:
+    payload = handle.read(header.length)
+    if len(payload) != header.length:
+        return None  # a batch still being written (or torn): not part of the log
+    return payload
 
 
 class _Index:
@@ -135,9 +174,10 @@ class _PartitionWriter:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._index_pending: list[bytes] = []
+        self._next_index_offset = self.index.offsets[-1] + INDEX_INTERVAL
 
     def _recover(self) -> tuple[int, int, int]:
-        """Find the end of the valid records; cut off anything after it."""
+        """Find the end of the valid batches; cut off anything after it."""
         if not self.data_path.exists():
             self.data_path.touch()
             return 0, 0, _NO_TS
@@ -148,50 +188,49 @@ class _PartitionWriter:
             offset, position, max_ts = 0, 0, _NO_TS
         with open(self.data_path, "rb") as handle:
             handle.seek(position)
-            while True:
-                line = handle.readline()
-                if not line.endswith(b"\n"):
+            for header, at in _batches(handle):
+                payload = _read_payload(handle, header)
+                if (
+                    header.base != offset
+                    or payload is None
+                    or zlib.crc32(payload) != header.crc
+                    or payload.count(b"\n") != header.count
+                ):
                     break
-                try:
-                    got_offset, ts, _key, crc, value = _parse_line(line[:-1])
-                except ValueError:
-                    break
-                if got_offset != offset or zlib.crc32(value) != crc:
-                    break
-                offset += 1
-                position += len(line)
-                max_ts = max(max_ts, ts)
+                offset += header.count
+                position = at + header.size
+                max_ts = max(max_ts, header.max_ts)
         if position < size:
             with open(self.data_path, "r+b") as handle:
                 handle.truncate(position)
         return offset, position, max_ts
 
-    def append(self, key: bytes, values: Iterable[tuple[int, bytes]]) -> int:
-        """Buffer records; return the offset of the first one."""
-        first = self.next_offset
-        offset = first
-        buffer = self._buffer
+    def append(self, key: bytes, records: list[tuple[int, bytes]]) -> int:
+        """Buffer one batch of ``(timestamp, value)`` records; return its base offset."""
+        base = self.next_offset
+        if not records:
+            return base
+        payload = b"".join([b"%d\t%s\n" % record for record in records])
+        batch_max = max(record[0] for record in records)
+        header = b"B %d %d %d %08x %d %s\n" % (
+            base, len(records), batch_max, zlib.crc32(payload), len(payload), key
+        )
         position = self.size + self._buffered
-        max_ts = self.max_ts
-        added = 0
-        for ts, value in values:
-            if offset % INDEX_INTERVAL == 0 and offset:
-                self._index_pending.append(b"%d %d %d\n" % (offset, position + added, max_ts))
-                self.index.offsets.append(offset)
-                self.index.positions.append(position + added)
-                self.index.max_ts_before.append(max_ts)
-            line = b"%d\t%d\t%s\t%08x\t%s\n" % (offset, ts, key, zlib.crc32(value), value)
-            buffer.append(line)
-            added += len(line)
-            if ts > max_ts:
-                max_ts = ts
-            offset += 1
-        self.max_ts = max_ts
-        self.next_offset = offset
-        self._buffered += added
+        if base >= self._next_index_offset:
+            entry = (base, position, self.max_ts)
+            self._index_pending.append(b"%d %d %d\n" % entry)
+            self.index.offsets.append(base)
+            self.index.positions.append(position)
+            self.index.max_ts_before.append(self.max_ts)
+            self._next_index_offset = base + INDEX_INTERVAL
+        self._buffer.append(header)
+        self._buffer.append(payload)
+        self._buffered += len(header) + len(payload)
+        self.max_ts = max(self.max_ts, batch_max)
+        self.next_offset = base + len(records)
         if self._buffered >= _FLUSH_BYTES:
             self.flush()
-        return first
+        return base
 
     def flush(self) -> None:
         if self._buffer:
@@ -219,8 +258,11 @@ class _PartitionWriter:
 class EmbeddedLog:
     """Topics with partitions and offsets under one directory. See the module docstring."""
 
-    def __init__(self, root: Path, default_partitions: int = 1) -> None:
+    def __init__(self, root: Path, default_partitions: int = 1, *, lock: bool = True) -> None:
+        """``lock=False`` is for a helper process of the lock holder: it writes partitions
+        the holder leaves alone, under the holder's lock."""
         self.root = Path(root)
+        self._take_lock = lock
         self.default_partitions = default_partitions
         self._writers: dict[tuple[str, int], _PartitionWriter] = {}
         self._partitions: dict[str, int] = {}
@@ -299,14 +341,19 @@ class EmbeddedLog:
     def _writer(self, topic: str, partition: int) -> _PartitionWriter:
         writer = self._writers.get((topic, partition))
         if writer is None:
-            if self._lock is None:
+            if self._lock is None and self._take_lock:
                 self.open_for_writing()
             writer = _PartitionWriter(self._topic_dir(topic) / str(partition))
             self._writers[(topic, partition)] = writer
         return writer
 
-    def append(self, topic: str, key: str, records: Iterable[tuple[int, bytes]]) -> tuple[int, int]:
-        """Append ``(timestamp, value)`` records under ``key``; return (partition, first offset)."""
+    def append(self, topic: str, key: str, records: list[tuple[int, bytes]]) -> tuple[int, int]:
+        """Append ``(timestamp, value)`` records under ``key`` as one batch.
+
+        Returns (partition, offset of the first record).
+        """
+        if not _KEY.fullmatch(key):
+            raise LogError(f"invalid key {key!r}: use letters, digits and . _ : - only")
         partition = partition_for(key, self.partitions(topic))
         first = self._writer(topic, partition).append(key.encode(), records)
         return partition, first
@@ -347,12 +394,13 @@ class EmbeddedLog:
             return 0
         index = _Index(path.with_suffix(".index"))
         offset, position = index.offsets[-1], index.positions[-1]
+        size = path.stat().st_size
         with open(path, "rb") as handle:
             handle.seek(position)
-            for line in handle:
-                if not line.endswith(b"\n"):
+            for header, at in _batches(handle):
+                if at + header.size > size:
                     break
-                offset += 1
+                offset = header.base + header.count
         return offset
 
     def read(
@@ -372,34 +420,43 @@ class EmbeddedLog:
         if not path.exists():
             return
         index = _Index(path.with_suffix(".index"))
-        offset, position = index.seek_offset(max(from_offset, 0))
-        yield from self._scan(topic, partition, path, offset, position, from_offset, to_offset,
-                              verify)
+        from_offset = max(from_offset, 0)
+        _, position = index.seek_offset(from_offset)
+        yield from self._scan(topic, partition, path, position, from_offset, to_offset, verify)
 
     def _scan(
         self,
         topic: str,
         partition: int,
         path: Path,
-        offset: int,
         position: int,
         from_offset: int,
         to_offset: int | None,
         verify: bool,
+        from_time: int | None = None,
     ) -> Iterator[Record]:
         with open(path, "rb") as handle:
             handle.seek(position)
-            for line in handle:
-                if not line.endswith(b"\n"):
-                    return  # an incomplete record is not yet part of the log
-                if to_offset is not None and offset >= to_offset:
+            for header, _at in _batches(handle):
+                end = header.base + header.count
+                if end <= from_offset or (from_time is not None and header.max_ts < from_time):
+                    continue  # skipped without reading the payload
+                if to_offset is not None and header.base >= to_offset:
                     return
-                if offset >= from_offset:
-                    got, ts, key, crc, value = _parse_line(line[:-1])
-                    if got != offset or (verify and zlib.crc32(value) != crc):
-                        raise CorruptRecord(f"{topic}/{partition} offset {offset} is corrupt")
-                    yield Record(topic, partition, offset, ts, key.decode(), value)
-                offset += 1
+                payload = _read_payload(handle, header)
+                if payload is None:
+                    return
+                if verify and zlib.crc32(payload) != header.crc:
+                    raise CorruptRecord(
+                        f"{topic}/{partition}: batch at offset {header.base} is corrupt"
+                    )
+                key = header.key.decode()
+                offset = header.base
+                for line in payload.split(b"\n")[:-1]:
+                    if offset >= from_offset and (to_offset is None or offset < to_offset):
+                        ts, value = line.split(b"\t", 1)
+                        yield Record(topic, partition, offset, int(ts), key, value)
+                    offset += 1
 
     def offset_for_time(self, topic: str, partition: int, timestamp: int) -> int:
         """The first offset whose record time is >= ``timestamp`` (the end if none is)."""
@@ -408,7 +465,9 @@ class EmbeddedLog:
             return 0
         index = _Index(path.with_suffix(".index"))
         offset, position = index.seek_time(timestamp)
-        for record in self._scan(topic, partition, path, offset, position, offset, None, False):
+        for record in self._scan(
+            topic, partition, path, position, offset, None, False, from_time=timestamp
+        ):
             if record.timestamp >= timestamp:
                 return record.offset
         return self.end_offset(topic, partition)

@@ -28,6 +28,7 @@ class Portfolio:
     __slots__ = (
         "_drawdown_pct",
         "cash",
+        "open_count",
         "high_water_mark",
         "initial_cash",
         "marks",
@@ -41,6 +42,7 @@ class Portfolio:
         self.positions: dict[str, Position] = {}
         self.marks: dict[str, float] = {}
         self.realized_pnl = 0.0
+        self.open_count = 0  # positions with a non-zero quantity, kept for the hot path
         self.high_water_mark = initial_cash
         self._drawdown_pct = 0.0
 
@@ -83,6 +85,8 @@ class Portfolio:
             position.realized_pnl += realized
             self.realized_pnl += realized
         self.cash -= signed * price + fee
+        if (held == 0.0) != (position.quantity == 0.0):
+            self.open_count += 1 if held == 0.0 else -1
         return realized
 
     def mark(self, symbol: str, price: float) -> None:
@@ -97,9 +101,10 @@ class Portfolio:
                 equity += position.quantity * marks[symbol]
         return equity
 
-    def update_high_water_mark(self) -> float:
+    def update_high_water_mark(self, equity: float | None = None) -> float:
         """Refresh the high-water mark from current equity; return drawdown in percent."""
-        equity = self.equity
+        if equity is None:
+            equity = self.equity
         if equity > self.high_water_mark:
             self.high_water_mark = equity
         hwm = self.high_water_mark
@@ -131,7 +136,7 @@ class Portfolio:
 
     @property
     def open_positions(self) -> int:
-        return sum(1 for position in self.positions.values() if position.quantity)
+        return self.open_count
 
     def quantity(self, symbol: str) -> float:
         position = self.positions.get(symbol)
