@@ -58,16 +58,27 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     bt = commands.add_parser("backtest", help="run a paper test over candle files")
-    bt.add_argument("--data", action="append", required=True, metavar="[SYMBOL=]FILE",
-                    help="CSV with header timestamp_ms,open,high,low,close,volume (repeatable)")
+    bt.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="[SYMBOL=]FILE",
+        help="CSV with header timestamp_ms,open,high,low,close,volume (repeatable)",
+    )
     bt.add_argument("--strategy", default="sma_cross", choices=sorted(STRATEGIES))
-    bt.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                    help="strategy parameter (repeatable), e.g. fast=10")
+    bt.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="strategy parameter (repeatable), e.g. fast=10",
+    )
     bt.add_argument("--risk-config", type=Path, metavar="FILE", help="RiskConfig (TOML or JSON)")
     bt.add_argument("--cash", type=float, default=10_000.0, help="initial cash (default 10000)")
     bt.add_argument("--fee-bps", type=float, default=10.0, help="fee in basis points (default 10)")
-    bt.add_argument("--slippage-bps", type=float, default=0.0,
-                    help="slippage in basis points (default 0)")
+    bt.add_argument(
+        "--slippage-bps", type=float, default=0.0, help="slippage in basis points (default 0)"
+    )
     bt.add_argument("--seed", type=int, default=0, help="recorded in the run metadata")
     bt.add_argument("--run-id", help="name the run (default: derived from config and data)")
     bt.add_argument("--report", type=Path, metavar="FILE.html", help="write an HTML report")
@@ -168,9 +179,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         catch_up(log, engine)
     proj_digest = projection_digest(engine, outcome.run_id)
     with engine.connect() as conn:
-        run = conn.execute(
-            select(tables.runs).where(tables.runs.c.run_id == outcome.run_id)
-        ).mappings().one()
+        run = (
+            conn.execute(select(tables.runs).where(tables.runs.c.run_id == outcome.run_id))
+            .mappings()
+            .one()
+        )
         raised = conn.execute(
             select(tables.alerts.c.level, tables.alerts.c.code, tables.alerts.c.timestamp)
             .where(tables.alerts.c.run_id == outcome.run_id)
@@ -249,7 +262,9 @@ def _print_summary(
     alerts = "none"
     if raised:
         first = raised[0]
-        alerts = f"{len(raised)} (first: {first.level} {first.code} at {_fmt_time(first.timestamp)})"
+        alerts = (
+            f"{len(raised)} (first: {first.level} {first.code} at {_fmt_time(first.timestamp)})"
+        )
     rate = s["candles"] / s["elapsed_s"] if s["elapsed_s"] else 0
     lines = [
         f"Claire de Binare backtest {s['run_id']}  strategy {s['strategy']}",
@@ -335,7 +350,9 @@ def _read(log: EmbeddedLog, args: argparse.Namespace) -> int:
     start = args.from_offset or 0
     end = args.to_offset
     if args.from_time is not None:
-        start = max(start, log.offset_for_time(args.topic, args.partition, _time_arg(args.from_time)))
+        start = max(
+            start, log.offset_for_time(args.topic, args.partition, _time_arg(args.from_time))
+        )
     if args.to_time is not None:
         by_time = log.offset_for_time(args.topic, args.partition, _time_arg(args.to_time))
         end = by_time if end is None else min(end, by_time)

@@ -178,8 +178,11 @@ class PaperTradingPipeline:
             self._bar_ts = None
         for symbol in sorted(self._pending):
             pending = self._pending[symbol]
-            out.append(self._order_result(pending, end_ts, "REJECTED", 0.0, 0.0, 0.0,
-                                          reasons.NO_NEXT_CANDLE))
+            out.append(
+                self._order_result(
+                    pending, end_ts, "REJECTED", 0.0, 0.0, 0.0, reasons.NO_NEXT_CANDLE
+                )
+            )
             self.rejected += 1
         self._pending.clear()
         seq, eid = self.next_id("run_completed")
@@ -263,7 +266,7 @@ class PaperTradingPipeline:
             timestamp=decided_at,
             order_id=order_id_for(self.run_id, self._orders_placed),
             symbol=candle.symbol,
-            side=side,  # type: ignore[arg-type]
+            side=side,
             quantity=verdict.quantity,
         )
         out.append(order)
@@ -294,7 +297,12 @@ class PaperTradingPipeline:
             order.side, order.quantity, candle.open, self.cost, portfolio.cash, held
         )
         result = self._order_result(
-            pending, candle.timestamp, fill.status, fill.quantity, fill.price, fill.fee,
+            pending,
+            candle.timestamp,
+            fill.status,
+            fill.quantity,
+            fill.price,
+            fill.fee,
             fill.reason,
         )
         out.append(result)

@@ -96,8 +96,7 @@ class PerformanceTracker:
             self._peak = equity
         elif self._peak > 0.0:
             drawdown = (self._peak - equity) / self._peak
-            if drawdown > self._max_drawdown:
-                self._max_drawdown = drawdown
+            self._max_drawdown = max(self._max_drawdown, drawdown)
 
     def _fold_unchanged(self) -> None:
         """Merge the pending run of zero returns (Chan et al.'s pairwise variance update)."""

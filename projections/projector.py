@@ -58,138 +58,169 @@ Change = tuple[Table, Row]
 
 
 def _run_started(e: BacktestRunMetadata) -> Iterator[Change]:
-    yield tables.runs, {
-        "run_id": e.run_id,
-        "strategy_id": e.strategy_id,
-        "code_version": e.code_version,
-        "config_json": orjson.dumps(e.config, option=orjson.OPT_SORT_KEYS).decode(),
-        "config_hash": e.config_hash,
-        "data_sources_json": orjson.dumps(
-            [s.model_dump() for s in e.data_sources]
-        ).decode(),
-        "seed": e.seed,
-        "started_at": e.timestamp,
-        "status": "RUNNING",
-    }
+    yield (
+        tables.runs,
+        {
+            "run_id": e.run_id,
+            "strategy_id": e.strategy_id,
+            "code_version": e.code_version,
+            "config_json": orjson.dumps(e.config, option=orjson.OPT_SORT_KEYS).decode(),
+            "config_hash": e.config_hash,
+            "data_sources_json": orjson.dumps([s.model_dump() for s in e.data_sources]).decode(),
+            "seed": e.seed,
+            "started_at": e.timestamp,
+            "status": "RUNNING",
+        },
+    )
 
 
 def _run_completed(e: RunCompleted) -> Iterator[Change]:
-    yield tables.runs, {
-        "run_id": e.run_id,
-        "ended_at": e.timestamp,
-        "status": "COMPLETED",
-        "candles": e.candles,
-        "signals": e.signals,
-        "orders": e.orders,
-        "fills": e.fills,
-        "rejected": e.rejected,
-        "dead_letters": e.dead_letters,
-        **e.statistics.model_dump(),
-    }
+    yield (
+        tables.runs,
+        {
+            "run_id": e.run_id,
+            "ended_at": e.timestamp,
+            "status": "COMPLETED",
+            "candles": e.candles,
+            "signals": e.signals,
+            "orders": e.orders,
+            "fills": e.fills,
+            "rejected": e.rejected,
+            "dead_letters": e.dead_letters,
+            **e.statistics.model_dump(),
+        },
+    )
 
 
 def _order_placed(e: SimulatedOrder) -> Iterator[Change]:
-    yield tables.orders, {
-        "run_id": e.run_id,
-        "order_id": e.order_id,
-        "symbol": e.symbol,
-        "side": e.side,
-        "quantity": e.quantity,
-        "created_at": e.timestamp,
-    }
-
-
-def _order_result(e: SimulatedTrade) -> Iterator[Change]:
-    yield tables.orders, {
-        "run_id": e.run_id,
-        "order_id": e.order_id,
-        "status": e.status,
-        "filled_quantity": e.filled_quantity,
-        "price": e.price,
-        "fee": e.fee,
-        "reason": e.reason,
-        "resulted_at": e.timestamp,
-    }
-    if e.status == "FILLED":
-        yield tables.trades, {
+    yield (
+        tables.orders,
+        {
             "run_id": e.run_id,
             "order_id": e.order_id,
             "symbol": e.symbol,
             "side": e.side,
-            "quantity": e.filled_quantity,
+            "quantity": e.quantity,
+            "created_at": e.timestamp,
+        },
+    )
+
+
+def _order_result(e: SimulatedTrade) -> Iterator[Change]:
+    yield (
+        tables.orders,
+        {
+            "run_id": e.run_id,
+            "order_id": e.order_id,
+            "status": e.status,
+            "filled_quantity": e.filled_quantity,
             "price": e.price,
             "fee": e.fee,
-            "timestamp": e.timestamp,
-        }
+            "reason": e.reason,
+            "resulted_at": e.timestamp,
+        },
+    )
+    if e.status == "FILLED":
+        yield (
+            tables.trades,
+            {
+                "run_id": e.run_id,
+                "order_id": e.order_id,
+                "symbol": e.symbol,
+                "side": e.side,
+                "quantity": e.filled_quantity,
+                "price": e.price,
+                "fee": e.fee,
+                "timestamp": e.timestamp,
+            },
+        )
 
 
 def _position(e: PositionState) -> Iterator[Change]:
-    yield tables.positions, {
-        "run_id": e.run_id,
-        "symbol": e.symbol,
-        "quantity": e.quantity,
-        "avg_entry_price": e.avg_entry_price,
-        "realized_pnl": e.realized_pnl,
-        "last_price": e.last_price,
-        "updated_at": e.timestamp,
-    }
-    yield tables.trades, {
-        "run_id": e.run_id,
-        "order_id": e.order_id,
-        "realized_pnl": e.trade_realized_pnl,
-        "position_after": e.quantity,
-    }
+    yield (
+        tables.positions,
+        {
+            "run_id": e.run_id,
+            "symbol": e.symbol,
+            "quantity": e.quantity,
+            "avg_entry_price": e.avg_entry_price,
+            "realized_pnl": e.realized_pnl,
+            "last_price": e.last_price,
+            "updated_at": e.timestamp,
+        },
+    )
+    yield (
+        tables.trades,
+        {
+            "run_id": e.run_id,
+            "order_id": e.order_id,
+            "realized_pnl": e.trade_realized_pnl,
+            "position_after": e.quantity,
+        },
+    )
 
 
 def _snapshot(e: PortfolioSnapshot) -> Iterator[Change]:
-    yield tables.equity_curve, {
-        "run_id": e.run_id,
-        "sequence": e.sequence,
-        "timestamp": e.timestamp,
-        "equity": e.equity,
-        "cash": e.cash,
-        "high_water_mark": e.high_water_mark,
-        "drawdown_pct": e.drawdown_pct,
-        "exposure_pct": e.exposure_pct,
-        "realized_pnl": e.realized_pnl,
-        "open_positions": e.open_positions,
-    }
+    yield (
+        tables.equity_curve,
+        {
+            "run_id": e.run_id,
+            "sequence": e.sequence,
+            "timestamp": e.timestamp,
+            "equity": e.equity,
+            "cash": e.cash,
+            "high_water_mark": e.high_water_mark,
+            "drawdown_pct": e.drawdown_pct,
+            "exposure_pct": e.exposure_pct,
+            "realized_pnl": e.realized_pnl,
+            "open_positions": e.open_positions,
+        },
+    )
 
 
 def _risk_state(e: RiskState) -> Iterator[Change]:
-    yield tables.risk_states, {
-        "run_id": e.run_id,
-        "sequence": e.sequence,
-        "timestamp": e.timestamp,
-        "trading_state": e.trading_state,
-        "kill_switch": e.kill_switch,
-        "drawdown_pct": e.drawdown_pct,
-        "exposure_pct": e.exposure_pct,
-        "reason_code": e.reason_code,
-    }
+    yield (
+        tables.risk_states,
+        {
+            "run_id": e.run_id,
+            "sequence": e.sequence,
+            "timestamp": e.timestamp,
+            "trading_state": e.trading_state,
+            "kill_switch": e.kill_switch,
+            "drawdown_pct": e.drawdown_pct,
+            "exposure_pct": e.exposure_pct,
+            "reason_code": e.reason_code,
+        },
+    )
 
 
 def _alert(e: Alert) -> Iterator[Change]:
-    yield tables.alerts, {
-        "run_id": e.run_id,
-        "sequence": e.sequence,
-        "timestamp": e.timestamp,
-        "level": e.level,
-        "code": e.code,
-        "message": e.message,
-        "symbol": e.symbol,
-    }
+    yield (
+        tables.alerts,
+        {
+            "run_id": e.run_id,
+            "sequence": e.sequence,
+            "timestamp": e.timestamp,
+            "level": e.level,
+            "code": e.code,
+            "message": e.message,
+            "symbol": e.symbol,
+        },
+    )
 
 
 def _dead_letter(e: DeadLetter) -> Iterator[Change]:
-    yield tables.dead_letters, {
-        "run_id": e.run_id,
-        "sequence": e.sequence,
-        "source": e.source,
-        "line": e.line,
-        "raw": e.raw,
-        "reason": e.reason,
-    }
+    yield (
+        tables.dead_letters,
+        {
+            "run_id": e.run_id,
+            "sequence": e.sequence,
+            "source": e.source,
+            "line": e.line,
+            "raw": e.raw,
+            "reason": e.reason,
+        },
+    )
 
 
 # One explicit table routes each event type to its handler.
@@ -237,8 +268,14 @@ def _apply(engine: Engine, topic: str, partition: int, records: list[Record]) ->
         upsert(
             conn,
             tables.checkpoints,
-            [{"projector": PROJECTOR, "topic": topic, "partition": partition,
-              "next_offset": next_offset}],
+            [
+                {
+                    "projector": PROJECTOR,
+                    "topic": topic,
+                    "partition": partition,
+                    "next_offset": next_offset,
+                }
+            ],
         )
 
 

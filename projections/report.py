@@ -66,24 +66,40 @@ def _polyline(points: Sequence[tuple[int, float]], invert: bool = False) -> str:
 
 def render_report(engine: Engine, run_id: str) -> str:
     with engine.connect() as conn:
-        run = conn.execute(select(tables.runs).where(tables.runs.c.run_id == run_id)).mappings().first()
+        run = (
+            conn.execute(select(tables.runs).where(tables.runs.c.run_id == run_id))
+            .mappings()
+            .first()
+        )
         if run is None:
             raise LookupError(f"no run {run_id!r} in the read models")
-        curve = conn.execute(
-            select(tables.equity_curve)
-            .where(tables.equity_curve.c.run_id == run_id)
-            .order_by(tables.equity_curve.c.sequence)
-        ).mappings().all()
-        fills = conn.execute(
-            select(tables.trades)
-            .where(tables.trades.c.run_id == run_id)
-            .order_by(tables.trades.c.timestamp, tables.trades.c.order_id)
-        ).mappings().all()
-        raised = conn.execute(
-            select(tables.alerts)
-            .where(tables.alerts.c.run_id == run_id)
-            .order_by(tables.alerts.c.sequence)
-        ).mappings().all()
+        curve = (
+            conn.execute(
+                select(tables.equity_curve)
+                .where(tables.equity_curve.c.run_id == run_id)
+                .order_by(tables.equity_curve.c.sequence)
+            )
+            .mappings()
+            .all()
+        )
+        fills = (
+            conn.execute(
+                select(tables.trades)
+                .where(tables.trades.c.run_id == run_id)
+                .order_by(tables.trades.c.timestamp, tables.trades.c.order_id)
+            )
+            .mappings()
+            .all()
+        )
+        raised = (
+            conn.execute(
+                select(tables.alerts)
+                .where(tables.alerts.c.run_id == run_id)
+                .order_by(tables.alerts.c.sequence)
+            )
+            .mappings()
+            .all()
+        )
     stats = [
         ("Strategy", run["strategy_id"]),
         ("Initial cash", _num(run["initial_cash"])),
@@ -100,8 +116,7 @@ def render_report(engine: Engine, run_id: str) -> str:
         ("Exposure time %", _num(run["exposure_time_pct"])),
         ("Candles", _num(run["candles"])),
         ("Signals", _num(run["signals"])),
-        ("Orders / fills / rejected",
-         f"{run['orders']} / {run['fills']} / {run['rejected']}"),
+        ("Orders / fills / rejected", f"{run['orders']} / {run['fills']} / {run['rejected']}"),
         ("Dead letters", _num(run["dead_letters"])),
         ("Config hash", run["config_hash"]),
     ]
@@ -116,14 +131,18 @@ def render_report(engine: Engine, run_id: str) -> str:
         "</tr>"
         for t in fills
     )
-    alert_rows = "".join(
-        f"<tr><td>{_time(a['timestamp'])}</td><td>{a['level']}</td><td>{a['code']}</td>"
-        f"<td>{html.escape(a['message'])}</td></tr>"
-        for a in raised
-    ) or '<tr><td colspan="4">none</td></tr>'
+    alert_rows = (
+        "".join(
+            f"<tr><td>{_time(a['timestamp'])}</td><td>{a['level']}</td><td>{a['code']}</td>"
+            f"<td>{html.escape(a['message'])}</td></tr>"
+            for a in raised
+        )
+        or '<tr><td colspan="4">none</td></tr>'
+    )
     equity_chart = _polyline([(p["timestamp"], p["equity"]) for p in curve])
     drawdown_chart = _polyline([(p["timestamp"], p["drawdown_pct"]) for p in curve], invert=True)
     title = f"Claire de Binare: run {html.escape(run_id)}"
+    version = html.escape(run["code_version"] or "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -133,13 +152,15 @@ border-bottom:1px solid #ddd;font-variant-numeric:tabular-nums}}
 th{{background:#f2f2f2}} h2{{margin-top:1.5em}}
 </style></head><body>
 <h1>{title}</h1>
-<p>{_time(run["started_at"])} to {_time(run["ended_at"])} &middot; {html.escape(run["code_version"] or "")}</p>
+<p>{_time(run["started_at"])} to {_time(run["ended_at"])} &middot; {version}</p>
 <h2>Statistics</h2><table>{stat_rows}</table>
 <h2>Equity</h2>{equity_chart}
 <h2>Drawdown % from the high-water mark</h2>{drawdown_chart}
-<h2>Alerts</h2><table><tr><th>Time</th><th>Level</th><th>Code</th><th>Message</th></tr>{alert_rows}</table>
+<h2>Alerts</h2>
+<table><tr><th>Time</th><th>Level</th><th>Code</th><th>Message</th></tr>{alert_rows}</table>
 <h2>Trades ({len(fills)} fills)</h2>
-<table><tr><th>Time</th><th>Symbol</th><th>Side</th><th>Quantity</th><th>Price</th><th>Fee</th><th>Realised P&amp;L</th></tr>
+<table><tr><th>Time</th><th>Symbol</th><th>Side</th><th>Quantity</th><th>Price</th><th>Fee</th>
+<th>Realised P&amp;L</th></tr>
 {trade_rows}</table>
 </body></html>
 """

@@ -54,9 +54,9 @@ def upsert(
     else:
         raise ValueError(f"unsupported store dialect {dialect!r}")
     keys = [c.name for c in table.primary_key.columns]
-    columns = update_columns if update_columns is not None else [
-        k for k in rows[0] if k not in keys
-    ]
+    columns = (
+        update_columns if update_columns is not None else [k for k in rows[0] if k not in keys]
+    )
     if columns:
         statement = statement.on_conflict_do_update(
             index_elements=keys, set_={c: statement.excluded[c] for c in columns}

@@ -68,9 +68,7 @@ def existing_run_ids(log: EmbeddedLog) -> set[str]:
 def choose_run_id(log: EmbeddedLog, wanted: str | None, derived: str) -> str:
     """The given id (refused if taken), or the derived one with a suffix if it is taken."""
     if wanted is not None and not _RUN_ID.fullmatch(wanted):
-        raise RunIdError(
-            f"invalid run id {wanted!r}: 1-120 letters, digits and . _ : - only"
-        )
+        raise RunIdError(f"invalid run id {wanted!r}: 1-120 letters, digits and . _ : - only")
     taken = existing_run_ids(log)
     if wanted is not None:
         if wanted in taken:
@@ -104,9 +102,7 @@ def run_backtest(
     log.open_for_writing()
     for topic in topics.ALL_TOPICS:
         log.create_topic(topic)
-    run_id = choose_run_id(
-        log, run_id, derived_run_id(config_hash, [s.sha256 for s in sources])
-    )
+    run_id = choose_run_id(log, run_id, derived_run_id(config_hash, [s.sha256 for s in sources]))
     pipeline = PaperTradingPipeline(
         run_id=run_id,
         strategy_id=config.strategy_id,

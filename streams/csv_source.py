@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import math
 import re
 from collections import Counter
@@ -135,7 +136,7 @@ class CsvCandleSource:
                 stamps.append(int(line.split(",", 1)[0]))
             except ValueError:
                 continue
-        steps = Counter(b - a for a, b in zip(stamps, stamps[1:], strict=False) if b > a)
+        steps = Counter(b - a for a, b in itertools.pairwise(stamps) if b > a)
         if not steps:
             raise DataSourceError(
                 f"{self.path}: cannot infer the candle interval: fewer than two usable "

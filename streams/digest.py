@@ -44,7 +44,9 @@ def combine(per_topic: dict[str, TopicDigest]) -> str:
     return outer.hexdigest()
 
 
-def log_digest(log: EmbeddedLog, run_id: str | None = None, topics: Iterable[str] | None = None) -> str:
+def log_digest(
+    log: EmbeddedLog, run_id: str | None = None, topics: Iterable[str] | None = None
+) -> str:
     """Digest of the whole log, or of one run's events (records keyed by ``run_id``)."""
     wanted = sorted(topics) if topics is not None else log.topic_names()
     per_topic: dict[str, TopicDigest] = {}

@@ -213,7 +213,12 @@ class _PartitionWriter:
         payload = b"".join([b"%d\t%s\n" % record for record in records])
         batch_max = max(record[0] for record in records)
         header = b"B %d %d %d %08x %d %s\n" % (
-            base, len(records), batch_max, zlib.crc32(payload), len(payload), key
+            base,
+            len(records),
+            batch_max,
+            zlib.crc32(payload),
+            len(payload),
+            key,
         )
         position = self.size + self._buffered
         if base >= self._next_index_offset:

@@ -14,6 +14,7 @@ engine as a ``LogError`` with the child's message.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import pickle
@@ -37,7 +38,9 @@ class MarketDataPublisher:
         context = multiprocessing.get_context("fork")
         self._conn, child_end = context.Pipe(duplex=True)
         self._process = context.Process(
-            target=_serve, args=(log_root, run_id, child_end), daemon=True,
+            target=_serve,
+            args=(log_root, run_id, child_end),
+            daemon=True,
             name="cdb-market-data",
         )
         self._process.start()
@@ -102,8 +105,9 @@ def _serve(log_root: Path, run_id: str, conn: Connection) -> None:
             records = [
                 (ts, encode_candle_fields(run_id, sequence + i, symbol, ts, o, h, lo, c, v, iv))
                 for i, (symbol, ts, o, h, lo, c, v, iv) in enumerate(
-                    zip(symbols, stamps, opens, highs, lows, closes, volumes, intervals,
-                        strict=True)
+                    zip(
+                        symbols, stamps, opens, highs, lows, closes, volumes, intervals, strict=True
+                    )
                 )
             ]
             sequence += len(records)
@@ -113,9 +117,7 @@ def _serve(log_root: Path, run_id: str, conn: Connection) -> None:
         log.close()
         conn.send(("ok", digest.count, digest.hexdigest()))
     except BaseException as exc:  # report everything to the engine, then stop
-        try:
+        with contextlib.suppress(OSError):
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        except OSError:
-            pass
     finally:
         conn.close()

@@ -28,10 +28,10 @@ class Portfolio:
     __slots__ = (
         "_drawdown_pct",
         "cash",
-        "open_count",
         "high_water_mark",
         "initial_cash",
         "marks",
+        "open_count",
         "positions",
         "realized_pnl",
     )
@@ -46,7 +46,9 @@ class Portfolio:
         self.high_water_mark = initial_cash
         self._drawdown_pct = 0.0
 
-    def apply_fill(self, symbol: str, side: Side, quantity: float, price: float, fee: float) -> float:
+    def apply_fill(
+        self, symbol: str, side: Side, quantity: float, price: float, fee: float
+    ) -> float:
         """Apply a fill; return the P&L it realised (net of its fee and its share of entry fees)."""
         position = self.positions.get(symbol)
         if position is None:
@@ -105,8 +107,7 @@ class Portfolio:
         """Refresh the high-water mark from current equity; return drawdown in percent."""
         if equity is None:
             equity = self.equity
-        if equity > self.high_water_mark:
-            self.high_water_mark = equity
+        self.high_water_mark = max(self.high_water_mark, equity)
         hwm = self.high_water_mark
         self._drawdown_pct = 0.0 if hwm <= 0.0 else max(0.0, (hwm - equity) / hwm * 100.0)
         return self._drawdown_pct
@@ -128,8 +129,7 @@ class Portfolio:
     @property
     def unrealized_pnl(self) -> float:
         return sum(
-            position.quantity * (self.marks[symbol] - position.avg_entry_price)
-            - position.open_fees
+            position.quantity * (self.marks[symbol] - position.avg_entry_price) - position.open_fees
             for symbol, position in self.positions.items()
             if position.quantity
         )

@@ -52,9 +52,7 @@ class RiskEngine:
         assert current.quantity is not None, "a rule chain must size every approved order"
         return Verdict(True, current.quantity, reason, sized)
 
-    def trading_state_after(
-        self, state: TradingState, drawdown_pct: float
-    ) -> TradingState:
+    def trading_state_after(self, state: TradingState, drawdown_pct: float) -> TradingState:
         """HALTED once drawdown from the high-water mark reaches the limit; it stays halted."""
         if state == "ACTIVE" and drawdown_pct >= self.config.max_drawdown_pct:
             return "HALTED"

@@ -106,9 +106,7 @@ class Sizing:
         return RuleOutcome(replace(proposal, quantity=quantity))
 
 
-def _capped(
-    proposal: OrderProposal, headroom: float, resized: str, limited: str
-) -> RuleOutcome:
+def _capped(proposal: OrderProposal, headroom: float, resized: str, limited: str) -> RuleOutcome:
     """Shrink an entry to ``headroom`` of notional, or reject when nothing is left."""
     assert proposal.quantity is not None
     if proposal.quantity * proposal.price <= headroom:

@@ -39,7 +39,7 @@ def strategy_params(strategy_id: str, raw: Mapping[str, Any]) -> StrategyParams:
 def strategy_factory(strategy_id: str, params: StrategyParams) -> Callable[[], Strategy]:
     """A factory making one fresh strategy instance per symbol."""
     cls = STRATEGIES[strategy_id]
-    return lambda: cls(params)  # type: ignore[no-any-return]
+    return lambda: cls(params)
 
 
 __all__ = [

@@ -9,7 +9,6 @@ from pydantic import Field, model_validator
 
 from domain.events.market import Candle
 from domain.strategies.base import SignalIntent, StrategyParams
-from domain.strategies.indicators import RollingMean
 
 
 class SmaCrossParams(StrategyParams):
@@ -78,8 +77,12 @@ class SmaCross:
     def _resync(self, count: int) -> None:
         ring, slow_len, fast_len = self._ring, self.params.slow, self.params.fast
         newest = (count - 1) % slow_len
-        self._sum_fast = math.fsum(ring[(newest - k) % slow_len] for k in range(min(fast_len, count)))
-        self._sum_slow = math.fsum(ring[(newest - k) % slow_len] for k in range(min(slow_len, count)))
+        self._sum_fast = math.fsum(
+            ring[(newest - k) % slow_len] for k in range(min(fast_len, count))
+        )
+        self._sum_slow = math.fsum(
+            ring[(newest - k) % slow_len] for k in range(min(slow_len, count))
+        )
 
 
 _CROSS_UP = SignalIntent("BUY", "SMA_CROSS_UP")
