@@ -15,12 +15,15 @@ from projections.store import open_store, sqlite_url
 from streams.embedded_log import EmbeddedLog
 
 DATA_DIR_ENV = "CDB_DATA_DIR"
+# Set to 1 to publish market data from the engine's own process (one core only).
+SINGLE_PROCESS_ENV = "CDB_SINGLE_PROCESS"
 DEFAULT_DATA_DIR = "./var"
 
 
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
+    single_process: bool = False
 
     @property
     def log_dir(self) -> Path:
@@ -34,7 +37,8 @@ class Settings:
 def settings(data_dir: str | None = None) -> Settings:
     """``--data-dir`` wins, then ``$CDB_DATA_DIR``, then ``./var``."""
     chosen = data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return Settings(Path(chosen))
+    single = os.environ.get(SINGLE_PROCESS_ENV, "").strip().lower() in {"1", "true", "yes"}
+    return Settings(Path(chosen), single_process=single)
 
 
 def open_log(config: Settings) -> EmbeddedLog:

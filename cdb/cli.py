@@ -174,7 +174,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     settings = bootstrap.settings(args.data_dir)
     progress = None if args.no_progress else _progress_bar(sum(s.size for s in sources))
     with bootstrap.open_log(settings) as log:
-        outcome = run_backtest(config, sources, log, run_id=args.run_id, on_progress=progress)
+        outcome = run_backtest(
+            config,
+            sources,
+            log,
+            run_id=args.run_id,
+            on_progress=progress,
+            parallel=not settings.single_process,
+        )
         engine = bootstrap.open_read_models(settings)
         catch_up(log, engine)
     proj_digest = projection_digest(engine, outcome.run_id)

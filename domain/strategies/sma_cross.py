@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import ClassVar
 
 from pydantic import Field, model_validator
@@ -28,14 +29,15 @@ class SmaCross:
     A cross needs both averages on the previous candle and on this one, so the first
     possible signal comes on candle ``slow + 1``. Both averages share one ring buffer of the
     last ``slow`` closes: two additions and two subtractions per candle, whatever the
-    lengths. The running sums are re-summed exactly every 1024 candles so rounding cannot
-    drift over millions of candles.
+    lengths. When the two averages are so close that rounding could decide the comparison
+    (within a billionth of the price), the windows are summed exactly instead: a flat
+    market is a tie, never a spurious cross.
     """
 
     strategy_id: ClassVar[str] = "sma_cross"
     params_model: ClassVar[type[SmaCrossParams]] = SmaCrossParams
 
-    __slots__ = ("_count", "_prev_diff", "_ring", "_sum_fast", "_sum_slow", "params")
+    __slots__ = ("_count", "_prev_side", "_ring", "_sum_fast", "_sum_slow", "params")
 
     def __init__(self, params: SmaCrossParams) -> None:
         self.params = params
@@ -43,7 +45,7 @@ class SmaCross:
         self._count = 0
         self._sum_fast = 0.0
         self._sum_slow = 0.0
-        self._prev_diff: float | None = None
+        self._prev_side: int | None = None  # sign of fast - slow on the previous candle
 
     def on_candle(self, candle: Candle) -> SignalIntent | None:
         fast_len, slow_len = self.params.fast, self.params.slow
@@ -55,34 +57,40 @@ class SmaCross:
         leaving_fast = ring[(i - fast_len) % slow_len] if i >= fast_len else 0.0
         ring[slot] = close
         self._count = i = i + 1
-        if i & 1023 == 0:
-            self._resync(i)
-        else:
-            self._sum_fast += close - leaving_fast
-            self._sum_slow += close - leaving_slow
+        self._sum_fast += close - leaving_fast
+        self._sum_slow += close - leaving_slow
         if i < slow_len:
             return None
-        # Compare the averages as fast/f - slow/s, the same quantity a naive loop computes.
-        diff = self._sum_fast / fast_len - self._sum_slow / slow_len
-        prev = self._prev_diff
-        self._prev_diff = diff
+        slow_avg = self._sum_slow / slow_len
+        diff = self._sum_fast / fast_len - slow_avg
+        tolerance = 1e-9 * abs(slow_avg)
+        if diff > tolerance:
+            side = 1
+        elif diff < -tolerance:
+            side = -1
+        else:
+            side = self._exact_side()
+        prev = self._prev_side
+        self._prev_side = side
         if prev is None:
             return None
-        if prev <= 0.0 < diff:
+        if prev <= 0 < side:
             return _CROSS_UP
-        if prev >= 0.0 > diff:
+        if prev >= 0 > side:
             return _CROSS_DOWN
         return None
 
-    def _resync(self, count: int) -> None:
+    def _exact_side(self) -> int:
+        """Sign of fast SMA - slow SMA in exact rational arithmetic; resyncs the sums."""
         ring, slow_len, fast_len = self._ring, self.params.slow, self.params.fast
-        newest = (count - 1) % slow_len
-        self._sum_fast = math.fsum(
-            ring[(newest - k) % slow_len] for k in range(min(fast_len, count))
-        )
-        self._sum_slow = math.fsum(
-            ring[(newest - k) % slow_len] for k in range(min(slow_len, count))
-        )
+        newest = (self._count - 1) % slow_len
+        fast = [ring[(newest - k) % slow_len] for k in range(fast_len)]
+        exact_fast = sum((Fraction(x) for x in fast), Fraction(0))
+        exact_slow = sum((Fraction(x) for x in ring), Fraction(0))
+        self._sum_fast = math.fsum(fast)
+        self._sum_slow = math.fsum(ring)
+        difference = exact_fast * slow_len - exact_slow * fast_len
+        return (difference > 0) - (difference < 0)
 
 
 _CROSS_UP = SignalIntent("BUY", "SMA_CROSS_UP")
