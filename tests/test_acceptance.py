@@ -38,9 +38,7 @@ def test_two_runs_in_two_empty_data_directories_give_identical_digests(
     }
     assert first["candles"] == 35_019 + 35_011
     # The digests are of content, not of bookkeeping: a different fee changes them.
-    other = _backtest_json(
-        capsys, "--data-dir", str(tmp_path / "c"), *common, "--fee-bps", "11"
-    )
+    other = _backtest_json(capsys, "--data-dir", str(tmp_path / "c"), *common, "--fee-bps", "11")
     assert other["log_digest"] != first["log_digest"]
     assert other["projection_digest"] != first["projection_digest"]
 
@@ -93,9 +91,24 @@ def test_sma_cross_matches_an_independent_hand_written_loop(
     )
     data_dir = tmp_path / "var"
     summary = _backtest_json(
-        capsys, "--data-dir", str(data_dir), "backtest", "--data", str(BTC),
-        "--strategy", "sma_cross", "--param", "fast=10", "--param", "slow=30",
-        "--risk-config", str(risk), "--fee-bps", "10", "--slippage-bps", "0",
+        capsys,
+        "--data-dir",
+        str(data_dir),
+        "backtest",
+        "--data",
+        str(BTC),
+        "--strategy",
+        "sma_cross",
+        "--param",
+        "fast=10",
+        "--param",
+        "slow=30",
+        "--risk-config",
+        str(risk),
+        "--fee-bps",
+        "10",
+        "--slippage-bps",
+        "0",
     )
     expected_fills, expected_equity = _hand_loop(BTC, 10, 30, 0.01, 10.0)
     engine = open_store(sqlite_url(data_dir))
