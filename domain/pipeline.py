@@ -185,6 +185,22 @@ class PaperTradingPipeline:
             )
             self.rejected += 1
         self._pending.clear()
+        if dead_letters:
+            seq, alert_id = self.next_id("alert")
+            out.append(
+                Alert(
+                    event_id=alert_id,
+                    run_id=self.run_id,
+                    sequence=seq,
+                    timestamp=end_ts,
+                    level="WARNING",
+                    code=reasons.DATA_REJECTED,
+                    message=(
+                        f"{dead_letters} input row(s) could not be used; "
+                        "they are in the dead_letters topic with their reasons."
+                    ),
+                )
+            )
         seq, eid = self.next_id("run_completed")
         snapshot = self._snapshot(end_ts, eid)
         out.append(snapshot)

@@ -139,7 +139,7 @@ def run_backtest(
                         event_id=eid,
                         run_id=run_id,
                         sequence=seq,
-                        timestamp=pipeline.last_timestamp,
+                        timestamp=bad.timestamp,
                         source=bad.source,
                         line=bad.line,
                         raw=bad.raw[:1000],

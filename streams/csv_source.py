@@ -42,10 +42,14 @@ class DataSourceError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class BadRow:
+    """A row that could not be used. ``timestamp`` is the row's own time when it could be
+    read, otherwise that of the last good row before it (0 at the start of the file)."""
+
     source: str
     line: int
     raw: str
     reason: str
+    timestamp: int
 
 
 DeadLetterSink = Callable[[BadRow], None]
@@ -170,15 +174,16 @@ class CsvCandleSource:
                     v = float(v_text)
                 except ValueError:
                     if line.strip():
-                        on_dead_letter(BadRow(name, line_no, line.rstrip("\r"), UNPARSABLE))
+                        raw = line.rstrip("\r")
+                        on_dead_letter(BadRow(name, line_no, raw, UNPARSABLE, last_ts or 0))
                     continue
                 if not (0.0 < lo <= o <= h < _INF and lo <= c <= h and 0.0 <= v < _INF):
                     reason = _bad_reason(parts)
-                    on_dead_letter(BadRow(name, line_no, line.rstrip("\r"), reason))
+                    on_dead_letter(BadRow(name, line_no, line.rstrip("\r"), reason, ts))
                     continue
                 if last_ts is not None and ts <= last_ts:
                     reason = DUPLICATE_TIMESTAMP if ts == last_ts else BACKWARDS_TIMESTAMP
-                    on_dead_letter(BadRow(name, line_no, line.rstrip("\r"), reason))
+                    on_dead_letter(BadRow(name, line_no, line.rstrip("\r"), reason, ts))
                     continue
                 last_ts = ts
                 yield Candle(symbol, ts, o, h, lo, c, v, interval, interval_ms)
