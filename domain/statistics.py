@@ -6,7 +6,8 @@ Definitions (all deterministic, all from bar-close equity and closed-trade P&L):
 - Sharpe ``mean(r) / stdev(r) * sqrt(bars_per_year)`` (sample stdev, risk-free rate 0);
 - Sortino ``mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(bars_per_year)``;
 - ``bars_per_year = 365 days / interval``: crypto trades every day;
-- CAGR over the span from the first bar's open to the last bar's close;
+- CAGR over the span from the first bar's open to the last bar's close (None where
+  annualising a very short span would overflow);
 - maximum drawdown from the running peak of bar-close equity (initial cash included);
 - a trade is a fill that reduces a position; its P&L is net of its fee and its share of
   the entry fees; win rate, profit factor (gross profit / gross loss) and expectancy
@@ -137,7 +138,10 @@ class PerformanceTracker:
             span_ms = self._last_ts + self.interval_ms - self._first_ts
             if span_ms > 0 and final_equity > 0.0:
                 years = span_ms / YEAR_MS
-                cagr = ((final_equity / self.initial_cash) ** (1.0 / years) - 1.0) * 100.0
+                growth = math.log(final_equity / self.initial_cash) / years
+                # Over a span of minutes, annualising can exceed any float: then undefined.
+                if growth < 700.0:
+                    cagr = math.expm1(growth) * 100.0
         trades = self._trades
         return RunStatistics(
             initial_cash=self.initial_cash,
