@@ -63,10 +63,10 @@ fills = st.lists(
 
 def _replay(steps: list[tuple[str, bool, float, float, float]], with_fees: bool) -> Portfolio:
     p = Portfolio(1_000_000.0)
-    for symbol, buy, quantity, price, fee_rate in steps:
+    for symbol, buy, wanted, price, fee_rate in steps:
         held = p.quantity(symbol)
+        quantity = wanted if buy else min(wanted, held)  # long-only: sell at most what is held
         if not buy:
-            quantity = min(quantity, held)  # long-only: sell at most what is held
             if quantity <= 0.0:
                 p.mark(symbol, price)
                 continue

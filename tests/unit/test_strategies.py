@@ -77,7 +77,7 @@ def test_sma_params_are_validated_with_clear_messages() -> None:
     assert strategy_params("sma_cross", {"fast": "5", "slow": "20"}) == SmaCrossParams(
         fast=5, slow=20
     )
-    with pytest.raises(StrategyConfigError, match="fast .30. must be smaller than slow .10."):
+    with pytest.raises(StrategyConfigError, match=r"fast \(30\) must be smaller than slow \(10\)"):
         strategy_params("sma_cross", {"fast": "30", "slow": "10"})
     with pytest.raises(StrategyConfigError, match="fast"):
         strategy_params("sma_cross", {"fast": "abc"})
