@@ -66,10 +66,9 @@ def _replay(steps: list[tuple[str, bool, float, float, float]], with_fees: bool)
     for symbol, buy, wanted, price, fee_rate in steps:
         held = p.quantity(symbol)
         quantity = wanted if buy else min(wanted, held)  # long-only: sell at most what is held
-        if not buy:
-            if quantity <= 0.0:
-                p.mark(symbol, price)
-                continue
+        if quantity <= 0.0:  # a sell with nothing held
+            p.mark(symbol, price)
+            continue
         fee = quantity * price * fee_rate if with_fees else 0.0
         p.apply_fill(symbol, "BUY" if buy else "SELL", quantity, price, fee)
         p.mark(symbol, price * 1.01)
