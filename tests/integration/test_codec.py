@@ -1,0 +1,46 @@
+"""The wire codec: the fast market-data encoder writes exactly the model's bytes."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.events import Candle, MarketDataEvent
+from streams.codec import decode, encode, encode_market_data
+
+prices = st.floats(min_value=1e-9, max_value=1e12, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    symbol=st.from_regex(r"[A-Z0-9_]{1,12}", fullmatch=True),
+    timestamp=st.integers(min_value=0, max_value=2**53),
+    values=st.tuples(prices, prices, prices, prices, st.floats(min_value=0, max_value=1e12)),
+    sequence=st.integers(min_value=0, max_value=10**9),
+    interval=st.sampled_from(["1m", "30m", "1h", "1d", "750ms"]),
+)
+def test_fast_market_data_encoding_equals_the_models(
+    symbol: str,
+    timestamp: int,
+    values: tuple[float, float, float, float, float],
+    sequence: int,
+    interval: str,
+) -> None:
+    o, h, lo, c, v = values
+    candle = Candle(symbol, timestamp, o, h, lo, c, v, interval, 60_000)
+    model = MarketDataEvent(
+        event_id=f"run-1:market_data:{sequence}",
+        run_id="run-1",
+        sequence=sequence,
+        timestamp=timestamp,
+        symbol=symbol,
+        open=o,
+        high=h,
+        low=lo,
+        close=c,
+        volume=v,
+        interval=interval,
+    )
+    fast = encode_market_data("run-1", sequence, candle)
+    assert fast == encode(model)
+    assert decode(fast) == model
