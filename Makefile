@@ -12,7 +12,7 @@ typecheck:
 	$(PY) -m mypy
 
 imports:
-	lint-imports
+	$(PY) -m pytest tests/test_layers.py -q
 
 test:
 	$(PY) -m pytest
