@@ -42,8 +42,15 @@ def test_readme_backtest_command_runs_and_prints_its_summary(tmp_path: Path) -> 
     assert "Traceback" not in done.stderr
     out = done.stdout
     assert "candles        70,030" in out
-    assert re.search(r"log_digest [0-9a-f]{64}", out)
-    assert re.search(r"projection_digest [0-9a-f]{64}", out)
+    # Golden values: the README's example output is this command's output, digit for digit.
+    for name in ("log_digest", "projection_digest", "bt-[0-9a-f]{12}"):
+        documented = re.findall(rf"{name} ?[0-9a-f]*", README)[0]
+        printed = re.findall(rf"{name} ?[0-9a-f]*", out)[0]
+        assert printed == documented, name
+    for line in ("equity ", "closed trades ", "risk ", "signals "):
+        documented_line = next(x for x in README.splitlines() if x.strip().startswith(line))
+        printed_line = next(x for x in out.splitlines() if x.strip().startswith(line))
+        assert printed_line == documented_line
     report = (tmp_path / "var" / "report.html").read_text(encoding="utf-8")
     assert "<svg" in report and "Trades (" in report
 
