@@ -158,6 +158,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     symbols = [s.symbol for s in sources]
     if len(set(symbols)) != len(symbols):
         raise UsageError(f"two --data files for the same symbol: {', '.join(symbols)}")
+    if args.report is not None:
+        # Made before the run, so a report that cannot be written fails before any work.
+        try:
+            args.report.resolve().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot write report {args.report}: {exc.strerror or exc}") from None
     risk = load_risk_config(args.risk_config) if args.risk_config else RiskConfig()
     try:
         cost = CostModel(fee_bps=args.fee_bps, slippage_bps=args.slippage_bps)

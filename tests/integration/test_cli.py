@@ -124,6 +124,7 @@ def test_log_commands(tmp_path: Path, small_csv: Path, capsys: pytest.CaptureFix
         (["backtest", "--data", "{csv}", "--risk-config", "{risk}"], "max_drawdown_pct"),
         (["backtest", "--data", "{csv}", "--cash", "-5"], "initial_cash"),
         (["log", "topics"], "no log at"),
+        (["backtest", "--data", "{csv}", "--report", "/proc/none/r.html"], "cannot write report"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(
