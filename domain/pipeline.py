@@ -35,6 +35,7 @@ from domain.events import (
     StrategySignal,
     event_id_for,
 )
+from domain.events.alerts import AlertLevel
 from domain.events.risk import TradingState
 from domain.execution import CostModel, fill_at_next_open, order_id_for
 from domain.portfolio import Portfolio
@@ -186,19 +187,13 @@ class PaperTradingPipeline:
             self.rejected += 1
         self._pending.clear()
         if dead_letters:
-            seq, alert_id = self.next_id("alert")
             out.append(
-                Alert(
-                    event_id=alert_id,
-                    run_id=self.run_id,
-                    sequence=seq,
-                    timestamp=end_ts,
-                    level="WARNING",
-                    code=reasons.DATA_REJECTED,
-                    message=(
-                        f"{dead_letters} input row(s) could not be used; "
-                        "they are in the dead_letters topic with their reasons."
-                    ),
+                self._alert(
+                    end_ts,
+                    "WARNING",
+                    reasons.DATA_REJECTED,
+                    f"{dead_letters} input row(s) could not be used; "
+                    "they are in the dead_letters topic with their reasons.",
                 )
             )
         seq, eid = self.next_id("run_completed")
@@ -386,24 +381,29 @@ class PaperTradingPipeline:
             return
         self.trading_state = state
         limit = self.risk.config.max_drawdown_pct
-        seq, alert_id = self.next_id("alert")
-        out.append(
-            Alert(
-                event_id=alert_id,
-                run_id=self.run_id,
-                sequence=seq,
-                timestamp=ts,
-                level="CRITICAL",
-                code=reasons.DRAWDOWN_LIMIT_HIT,
-                message=(
-                    f"Maximum drawdown reached: {drawdown:.2f}% from the high-water mark "
-                    f"(limit {limit:g}%). New entries stopped."
-                ),
-            )
+        alert = self._alert(
+            ts,
+            "CRITICAL",
+            reasons.DRAWDOWN_LIMIT_HIT,
+            f"Maximum drawdown reached: {drawdown:.2f}% from the high-water mark "
+            f"(limit {limit:g}%). New entries stopped.",
         )
-        out.append(self._risk_state(ts, alert_id, reasons.DRAWDOWN_LIMIT_HIT))
+        out.append(alert)
+        out.append(self._risk_state(ts, alert.event_id, reasons.DRAWDOWN_LIMIT_HIT))
 
     # -- state events -----------------------------------------------------------------------
+
+    def _alert(self, ts: int, level: AlertLevel, code: str, message: str) -> Alert:
+        seq, eid = self.next_id("alert")
+        return Alert(
+            event_id=eid,
+            run_id=self.run_id,
+            sequence=seq,
+            timestamp=ts,
+            level=level,
+            code=code,
+            message=message,
+        )
 
     def _risk_state(self, ts: int, cause: str | None, reason_code: str) -> RiskState:
         portfolio = self.portfolio
