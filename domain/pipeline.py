@@ -123,7 +123,11 @@ class PaperTradingPipeline:
             data_sources=tuple(data_sources),
             seed=seed,
         )
-        return [metadata, self._risk_state(timestamp, eid, reasons.OK)]
+        return [
+            metadata,
+            self._risk_state(timestamp, eid, reasons.OK),
+            self._snapshot(timestamp, eid),  # the equity curve starts at the initial cash
+        ]
 
     def on_candle(self, candle: Candle) -> list[Event]:
         """Run one candle through every stage; return the events it caused, in order.
