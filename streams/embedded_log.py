@@ -319,12 +319,6 @@ class EmbeddedLog:
             for name in self.topic_names()
         ]
 
-    def has_partition(self, topic: str, partition: int) -> bool:
-        try:
-            return 0 <= partition < self.partitions(topic)
-        except LogError:
-            return False
-
     # -- writing ------------------------------------------------------------------------------
 
     def open_for_writing(self) -> None:

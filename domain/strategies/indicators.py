@@ -2,43 +2,7 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
-
-_RESYNC_EVERY = 1024
-
-
-class RollingMean:
-    """Simple moving average over the last ``length`` values.
-
-    The running sum is re-summed exactly every ``_RESYNC_EVERY`` updates so rounding error
-    cannot accumulate over millions of candles: the result stays within a few ulps of
-    ``sum(window) / length``.
-    """
-
-    __slots__ = ("_since_resync", "_sum", "_window", "length")
-
-    def __init__(self, length: int) -> None:
-        if length < 1:
-            raise ValueError("length must be at least 1")
-        self.length = length
-        self._window: deque[float] = deque()
-        self._sum = 0.0
-        self._since_resync = 0
-
-    def update(self, value: float) -> float | None:
-        window = self._window
-        window.append(value)
-        self._sum += value
-        if len(window) > self.length:
-            self._sum -= window.popleft()
-        self._since_resync += 1
-        if self._since_resync >= _RESYNC_EVERY:
-            self._sum = math.fsum(window)
-            self._since_resync = 0
-        if len(window) < self.length:
-            return None
-        return self._sum / self.length
 
 
 class RollingExtreme:

@@ -14,7 +14,7 @@ from domain.strategies import (
     StrategyConfigError,
     strategy_params,
 )
-from domain.strategies.indicators import RollingExtreme, RollingMean
+from domain.strategies.indicators import RollingExtreme
 from tests.builders import candle, candles
 
 
@@ -111,17 +111,13 @@ def test_momentum_breakout_strength_and_no_repeat() -> None:
     st.lists(st.floats(min_value=-1e6, max_value=1e6), min_size=1, max_size=200),
     st.integers(min_value=1, max_value=20),
 )
-def test_rolling_indicators_match_naive_windows(values: list[float], length: int) -> None:
-    mean, high, low = (
-        RollingMean(length),
-        RollingExtreme(length, maximum=True),
-        RollingExtreme(length, maximum=False),
-    )
+def test_rolling_extremes_match_naive_windows(values: list[float], length: int) -> None:
+    high, low = RollingExtreme(length, maximum=True), RollingExtreme(length, maximum=False)
     for i, v in enumerate(values):
         window = values[max(0, i - length + 1) : i + 1]
-        got_mean, got_high, got_low = mean.update(v), high.update(v), low.update(v)
+        got_high, got_low = high.update(v), low.update(v)
         if i + 1 < length:
-            assert got_mean is None and got_high is None and got_low is None
+            assert got_high is None and got_low is None and high.value is None
         else:
-            assert got_mean == pytest.approx(sum(window) / length, abs=1e-6)
             assert got_high == max(window) and got_low == min(window)
+            assert high.value == got_high
