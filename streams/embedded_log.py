@@ -28,48 +28,21 @@ import os
 import re
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from streams.log_port import CorruptRecord, LogError, Record, TopicInfo
 from streams.topics import partition_for
+
+__all__ = ["CorruptRecord", "EmbeddedLog", "LogError", "Record", "TopicInfo"]
 
 SEGMENT_NAME = "00000000000000000000"
 INDEX_INTERVAL = 4096
 _FLUSH_BYTES = 4 << 20
 _NO_TS = -(2**63)
 _KEY = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
-
-
-class LogError(RuntimeError):
-    pass
-
-
-class CorruptRecord(LogError):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: str
-    value: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class TopicInfo:
-    name: str
-    partitions: int
-    end_offsets: tuple[int, ...]
-
-    @property
-    def records(self) -> int:
-        return sum(self.end_offsets)
 
 
 class _BatchHeader:

@@ -1,0 +1,331 @@
+"""The log port on Apache Kafka (or any broker speaking its protocol), through aiokafka.
+
+The same topics, keys and JSON values as the embedded log. Guarantees and their limits:
+
+1. A key always maps to the same partition (``streams.topics.partition_for``, computed
+   here rather than by the client, so the mapping is the embedded log's too).
+2. ``commit()`` returns once the broker acknowledged every record appended so far.
+3. Correctness never rests on the broker's high watermark or offsets-for-times (Tansu,
+   the broker the tests run against, reports both differently from Apache Kafka): reading
+   to the end stops at the first empty fetch at or past the reported end, and time lookups
+   use the event time inside each record.
+4. A broker that cannot be reached is one ``LogError`` within ``connect_timeout_s``,
+   never an endless retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streams.log_port import LogError, Record, TopicInfo
+from streams.topics import partition_for
+
+RETENTION_14_DAYS_MS = 14 * 24 * 60 * 60 * 1000
+_T = TypeVar("_T")
+
+
+def parse_kafka_url(url: str) -> str:
+    """``kafka://host:port[,host:port]`` -> the bootstrap servers string."""
+    if not url.startswith("kafka://") or not url[len("kafka://") :].strip("/"):
+        raise LogError(f"not a Kafka address: {url!r} (expected kafka://HOST:PORT)")
+    return url[len("kafka://") :].strip("/")
+
+
+class KafkaLog:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        default_partitions: int = 1,
+        retention_ms: dict[str, int | None] | None = None,
+        connect_timeout_s: float = 10.0,
+        idle_ms: int = 500,
+    ) -> None:
+        self.bootstrap = bootstrap_servers
+        self.default_partitions = default_partitions
+        self.retention_ms = retention_ms or {}
+        self.connect_timeout_s = connect_timeout_s
+        self.idle_ms = idle_ms
+        self._loop = asyncio.new_event_loop()
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._partitions: dict[str, int] = {}
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
+        try:
+            return self._loop.run_until_complete(
+                asyncio.wait_for(coro, timeout) if timeout is not None else coro
+            )
+        except TimeoutError:
+            raise LogError(
+                f"the Kafka broker at {self.bootstrap} did not answer within {timeout:g} s"
+            ) from None
+        except KafkaError as exc:
+            raise LogError(f"Kafka at {self.bootstrap}: {exc}") from None
+
+    async def _start(self, make: Any) -> Any:
+        client = make()  # aiokafka clients bind to the running loop when they are made
+        try:
+            await asyncio.wait_for(client.start(), self.connect_timeout_s)
+        except (TimeoutError, KafkaError, OSError):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+            raise LogError(
+                f"cannot reach the Kafka broker at {self.bootstrap} "
+                f"within {self.connect_timeout_s:g} s"
+            ) from None
+        return client
+
+    def _admin_client(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            admin = lambda: AIOKafkaAdminClient(  # noqa: E731
+                bootstrap_servers=self.bootstrap,
+                request_timeout_ms=int(self.connect_timeout_s * 1000),
+            )
+            self._admin = self._loop.run_until_complete(self._start(admin))
+        return self._admin
+
+    def _producer_client(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = lambda: AIOKafkaProducer(  # noqa: E731
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                enable_idempotence=False,  # not required: event ids make replays harmless
+                linger_ms=5,
+                max_batch_size=1 << 20,
+                max_request_size=8 << 20,
+                request_timeout_ms=int(self.connect_timeout_s * 1000),
+            )
+            self._producer = self._loop.run_until_complete(self._start(producer))
+        return self._producer
+
+    def _consumer_client(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = lambda: AIOKafkaConsumer(  # noqa: E731
+                bootstrap_servers=self.bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=max(self.idle_ms // 5, 10),
+                max_partition_fetch_bytes=8 << 20,
+                request_timeout_ms=int(self.connect_timeout_s * 1000),
+            )
+            self._consumer = self._loop.run_until_complete(self._start(consumer))
+        return self._consumer
+
+    # -- topics -------------------------------------------------------------------------------
+
+    def create_topic(self, topic: str, partitions: int | None = None) -> int:
+        count = partitions or self.default_partitions
+        configs: dict[str, str] = {}
+        retention = self.retention_ms.get(topic, RETENTION_14_DAYS_MS)
+        configs["retention.ms"] = "-1" if retention is None else str(retention)
+        admin = self._admin_client()
+        try:
+            response = self._run(
+                admin.create_topics([NewTopic(topic, count, 1, topic_configs=configs)]),
+                self.connect_timeout_s,
+            )
+        except LogError as exc:
+            if "TopicAlreadyExists" not in str(exc):
+                raise
+        else:
+            for _name, code, *_ in response.topic_errors:
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise LogError(f"cannot create topic {topic!r}: Kafka error code {code}")
+        self._partitions.pop(topic, None)
+        return self.partitions(topic)
+
+    def partitions(self, topic: str) -> int:
+        known = self._partitions.get(topic)
+        if known is not None:
+            return known
+        if topic not in self.topic_names():  # describing an unknown topic may create it
+            raise LogError(f"unknown topic {topic!r}")
+        described = self._run(self._admin_client().describe_topics([topic]), self.connect_timeout_s)
+        found = [
+            p
+            for entry in described
+            if entry.get("topic") == topic and not entry.get("error_code")
+            for p in entry.get("partitions", [])
+        ]
+        if not found:
+            raise LogError(f"unknown topic {topic!r}")
+        self._partitions[topic] = len(found)
+        return len(found)
+
+    def topic_names(self) -> list[str]:
+        names = self._run(self._admin_client().list_topics(), self.connect_timeout_s)
+        return sorted(n for n in names if not n.startswith("__"))
+
+    def describe(self) -> list[TopicInfo]:
+        return [
+            TopicInfo(
+                name,
+                self.partitions(name),
+                tuple(self.end_offset(name, p) for p in range(self.partitions(name))),
+            )
+            for name in self.topic_names()
+        ]
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def open_for_writing(self) -> None:
+        self._producer_client()
+
+    def append(self, topic: str, key: str, records: list[tuple[int, bytes]]) -> tuple[int, int]:
+        partition = partition_for(key, self.partitions(topic))
+        producer = self._producer_client()
+        key_bytes = key.encode()
+
+        async def send_all() -> int:
+            futures = [
+                await producer.send(
+                    topic, value, key=key_bytes, partition=partition, timestamp_ms=ts
+                )
+                for ts, value in records
+            ]
+            if not futures:
+                return -1
+            first = await futures[0]
+            return int(first.offset)
+
+        first = self._run(send_all())
+        return partition, first
+
+    def commit(self) -> None:
+        if self._producer is not None:
+            self._run(self._producer.flush(), self.connect_timeout_s * 3)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def end_offset(self, topic: str, partition: int) -> int:
+        """The offset the next record will get.
+
+        Apache Kafka reports it exactly; Tansu reports the base offset of the last batch,
+        so the records from there on are read to find the true end either way.
+        """
+        self._check_partition(topic, partition)
+        tp = TopicPartition(topic, partition)
+        reported = self._reported_end(tp)
+        end = reported
+        if reported == 0:
+            return 0  # empty on every broker: nothing to look past
+        for record in self._fetch(tp, max(reported - 1, 0), None, reported):
+            end = record.offset + 1
+        return end
+
+    def _reported_end(self, tp: TopicPartition) -> int:
+        offsets = self._run(self._consumer_client().end_offsets([tp]), self.connect_timeout_s)
+        return int(offsets[tp])
+
+    def _check_partition(self, topic: str, partition: int) -> None:
+        if not 0 <= partition < self.partitions(topic):
+            raise LogError(f"unknown partition {topic}/{partition}")
+
+    def read(
+        self,
+        topic: str,
+        partition: int,
+        from_offset: int = 0,
+        to_offset: int | None = None,
+        *,
+        verify: bool = True,
+    ) -> Iterator[Record]:
+        """Records with ``from_offset <= offset < to_offset``; to the end when None."""
+        self._check_partition(topic, partition)
+        if self._producer is not None:
+            self.commit()  # read your own writes
+        tp = TopicPartition(topic, partition)
+        yield from self._fetch(tp, max(from_offset, 0), to_offset, self._reported_end(tp))
+
+    def _fetch(
+        self, tp: TopicPartition, start: int, to_offset: int | None, min_end: int
+    ) -> Iterator[Record]:
+        """Fetch from ``start`` up to ``to_offset``, or to the end of the partition.
+
+        The end is never taken before ``min_end`` (what the broker reported), and past it
+        when a poll brings nothing new within ``idle_ms`` (several broker fetch waits, so
+        a fetch still in flight from an earlier position cannot end a read early).
+        """
+        consumer = self._consumer_client()
+
+        async def position_at_start() -> None:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+
+        self._run(position_at_start())
+        next_offset = start
+        if to_offset is not None:
+            min_end = min(min_end, to_offset)
+        empty_polls = 0
+        while to_offset is None or next_offset < to_offset:
+            batch = self._run(
+                consumer.getmany(tp, timeout_ms=self.idle_ms, max_records=10_000),
+                self.connect_timeout_s * 3,
+            )
+            messages = batch.get(tp, [])
+            if not messages:
+                empty_polls += 1
+                if next_offset >= min_end:
+                    return
+                if empty_polls * self.idle_ms > self.connect_timeout_s * 3000:
+                    raise LogError(
+                        f"{tp.topic}/{tp.partition}: offsets {next_offset}..{min_end} "
+                        "did not arrive"
+                    )
+                continue
+            empty_polls = 0
+            for message in messages:
+                if to_offset is not None and message.offset >= to_offset:
+                    return
+                next_offset = message.offset + 1
+                yield Record(
+                    tp.topic,
+                    tp.partition,
+                    message.offset,
+                    int(message.timestamp),
+                    (message.key or b"").decode(),
+                    message.value or b"",
+                )
+
+    def offset_for_time(self, topic: str, partition: int, timestamp: int) -> int:
+        """First offset whose event time (inside the payload) is >= ``timestamp``."""
+        last = -1
+        for record in self.read(topic, partition):
+            last = record.offset
+            if int(orjson.loads(record.value).get("timestamp", 0)) >= timestamp:
+                return record.offset
+        return last + 1
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        async def stop_all() -> None:
+            if self._producer is not None:
+                await self._producer.stop()
+            if self._consumer is not None:
+                await self._consumer.stop()
+            if self._admin is not None:
+                await self._admin.close()
+
+        try:
+            self._loop.run_until_complete(stop_all())
+        finally:
+            self._producer = self._consumer = None
+            self._admin = None
+            self._loop.close()
+
+    def __enter__(self) -> KafkaLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

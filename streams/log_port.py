@@ -1,0 +1,76 @@
+"""The log port: what every transport (the embedded log, Kafka) offers the engine.
+
+One contract test suite (``tests/contract/test_log_port.py``) runs against every
+implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class LogError(RuntimeError):
+    """A log that cannot be used as asked; the message is one line for the user."""
+
+
+class CorruptRecord(LogError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    end_offsets: tuple[int, ...]
+
+    @property
+    def records(self) -> int:
+        return sum(self.end_offsets)
+
+
+class EventLog(Protocol):
+    def create_topic(self, topic: str, partitions: int | None = None) -> int: ...
+
+    def partitions(self, topic: str) -> int: ...
+
+    def topic_names(self) -> list[str]: ...
+
+    def describe(self) -> list[TopicInfo]: ...
+
+    def open_for_writing(self) -> None: ...
+
+    def append(self, topic: str, key: str, records: list[tuple[int, bytes]]) -> tuple[int, int]:
+        """Append ``(timestamp, value)`` records under ``key``; (partition, first offset)."""
+        ...
+
+    def commit(self) -> None:
+        """Everything appended so far is durable when this returns."""
+        ...
+
+    def end_offset(self, topic: str, partition: int) -> int: ...
+
+    def read(
+        self,
+        topic: str,
+        partition: int,
+        from_offset: int = 0,
+        to_offset: int | None = None,
+        *,
+        verify: bool = True,
+    ) -> Iterator[Record]: ...
+
+    def offset_for_time(self, topic: str, partition: int, timestamp: int) -> int: ...
+
+    def close(self) -> None: ...
