@@ -16,14 +16,13 @@ always give the same events, with the same derived ids.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from domain.events import (
     Alert,
     BacktestRunMetadata,
     Candle,
-    DataSource,
     Event,
     PortfolioSnapshot,
     PositionState,
@@ -31,17 +30,20 @@ from domain.events import (
     RiskState,
     RunCompleted,
     SimulatedOrder,
+    Sequencer,
     SimulatedTrade,
     StrategySignal,
     event_id_for,
+    interval_ms,
 )
 from domain.events.alerts import AlertLevel
 from domain.events.risk import TradingState
 from domain.execution import CostModel, fill_at_next_open, order_id_for
 from domain.portfolio import Portfolio
 from domain.risk import OrderProposal, RiskContext, RiskEngine, reasons, side_for
+from domain.run_config import BacktestConfig
 from domain.statistics import PerformanceTracker
-from domain.strategies import Strategy
+from domain.strategies import Strategy, strategy_factory, strategy_params
 
 DAY_MS = 86_400_000
 
@@ -75,7 +77,7 @@ class PaperTradingPipeline:
         self.tracker = PerformanceTracker(initial_cash, interval_ms)
         self.trading_state: TradingState = "ACTIVE"
         self._pending: dict[str, _Pending] = {}
-        self._sequences: dict[str, int] = {}
+        self._ids = Sequencer(run_id)
         self._bar_ts: int | None = None
         self._equity = initial_cash  # equity after the latest candle: the bar's close
         self._in_market = False
@@ -92,41 +94,35 @@ class PaperTradingPipeline:
 
     def next_id(self, event_type: str) -> tuple[int, str]:
         """Allocate the next sequence number and derived event id of ``event_type``."""
-        sequence = self._sequences.get(event_type, 0)
-        self._sequences[event_type] = sequence + 1
-        return sequence, event_id_for(self.run_id, event_type, sequence)
+        return self._ids.next_id(event_type)
 
     def market_data_id(self, sequence: int) -> str:
         return event_id_for(self.run_id, "market_data", sequence)
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(
-        self,
-        timestamp: int,
-        code_version: str,
-        config: Mapping[str, Any],
-        config_hash: str,
-        data_sources: Sequence[DataSource],
-        seed: int,
-    ) -> list[Event]:
-        seq, eid = self.next_id("run_metadata")
-        metadata = BacktestRunMetadata(
-            event_id=eid,
-            run_id=self.run_id,
-            sequence=seq,
-            timestamp=timestamp,
-            code_version=code_version,
-            strategy_id=self.strategy_id,
-            config=dict(config),
-            config_hash=config_hash,
-            data_sources=tuple(data_sources),
-            seed=seed,
+    @classmethod
+    def from_metadata(cls, metadata: BacktestRunMetadata) -> PaperTradingPipeline:
+        """The pipeline a run's metadata describes: the log alone is enough to rebuild it."""
+        config = BacktestConfig.model_validate(metadata.config)
+        params = strategy_params(config.strategy_id, config.strategy_params)
+        return cls(
+            run_id=metadata.run_id,
+            strategy_id=config.strategy_id,
+            strategy_factory=strategy_factory(config.strategy_id, params),
+            risk_engine=RiskEngine(config.risk),
+            cost=config.cost,
+            initial_cash=config.initial_cash,
+            interval_ms=min(interval_ms(s.interval) for s in metadata.data_sources)
+            if metadata.data_sources
+            else 60_000,
         )
+
+    def begin(self, metadata: BacktestRunMetadata) -> list[Event]:
+        """The run's opening state: trading ACTIVE, the equity curve at the initial cash."""
         return [
-            metadata,
-            self._risk_state(timestamp, eid, reasons.OK),
-            self._snapshot(timestamp, eid),  # the equity curve starts at the initial cash
+            self._risk_state(metadata.timestamp, metadata.event_id, reasons.OK),
+            self._snapshot(metadata.timestamp, metadata.event_id),
         ]
 
     def on_candle(self, candle: Candle) -> list[Event]:

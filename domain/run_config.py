@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.events import BacktestRunMetadata, DataSource, event_id_for
 from domain.execution import CostModel
 from domain.risk import RiskConfig
 
@@ -35,3 +36,25 @@ def derived_run_id(config_hash: str, data_hashes: list[str]) -> str:
     """A run id that is a function of configuration and data, never of time or chance."""
     material = "\n".join([config_hash, *data_hashes]).encode()
     return "bt-" + hashlib.sha256(material).hexdigest()[:12]
+
+
+def run_metadata_event(
+    run_id: str,
+    timestamp: int,
+    code_version: str,
+    config: BacktestConfig,
+    data_sources: list[DataSource],
+) -> BacktestRunMetadata:
+    """The first event of a run: everything needed to reproduce it."""
+    return BacktestRunMetadata(
+        event_id=event_id_for(run_id, "run_metadata", 0),
+        run_id=run_id,
+        sequence=0,
+        timestamp=timestamp,
+        code_version=code_version,
+        strategy_id=config.strategy_id,
+        config=config.model_dump(mode="json"),
+        config_hash=config.config_hash(),
+        data_sources=tuple(data_sources),
+        seed=config.seed,
+    )

@@ -1,4 +1,4 @@
-"""The backtest runner: candles from files through the pipeline into the embedded log.
+"""The backtest runner: candles from files through the pipeline into the log.
 
 This is the Market Data Ingestion stage and the transport around the pure pipeline: it
 publishes every candle to ``market_data`` and every event the pipeline returns to its
@@ -13,16 +13,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
-from domain.events import Candle, DataSource, DeadLetter, Event, RunCompleted
+from domain.events import (
+    BacktestRunMetadata,
+    Candle,
+    DataSource,
+    DeadLetter,
+    Event,
+    MarketDataCompleted,
+    RunCompleted,
+    Sequencer,
+)
 from domain.pipeline import PaperTradingPipeline
-from domain.risk import RiskEngine
-from domain.run_config import BacktestConfig, derived_run_id
-from domain.strategies import strategy_factory, strategy_params
+from domain.run_config import BacktestConfig, derived_run_id, run_metadata_event
+from domain.strategies import strategy_params
 from streams import topics
 from streams.codec import encode, encode_market_data
 from streams.csv_source import BadRow, CsvCandleSource, merged_candles
 from streams.digest import TopicDigest, combine
 from streams.embedded_log import EmbeddedLog
+from streams.log_port import EventLog
 from streams.market_data_publisher import MarketDataPublisher, can_fork
 
 # orjson hands back each value in a 4 KiB allocation, so batches stay small to keep
@@ -55,7 +64,7 @@ class BacktestOutcome:
     log_digest: str
 
 
-def existing_run_ids(log: EmbeddedLog) -> set[str]:
+def existing_run_ids(log: EventLog) -> set[str]:
     if topics.RUNS not in log.topic_names():
         return set()
     return {
@@ -65,7 +74,7 @@ def existing_run_ids(log: EmbeddedLog) -> set[str]:
     }
 
 
-def choose_run_id(log: EmbeddedLog, wanted: str | None, derived: str) -> str:
+def choose_run_id(log: EventLog, wanted: str | None, derived: str) -> str:
     """The given id (refused if taken), or the derived one with a suffix if it is taken."""
     if wanted is not None and not _RUN_ID.fullmatch(wanted):
         raise RunIdError(f"invalid run id {wanted!r}: 1-120 letters, digits and . _ : - only")
@@ -82,10 +91,78 @@ def choose_run_id(log: EmbeddedLog, wanted: str | None, derived: str) -> str:
     return f"{derived}-{n}"
 
 
+def _prepare(
+    config: BacktestConfig, sources: Sequence[CsvCandleSource], log: EventLog, run_id: str | None
+) -> BacktestRunMetadata:
+    """Validate, create the topics, choose the run id: the run's metadata event."""
+    params = strategy_params(config.strategy_id, config.strategy_params)
+    config = config.model_copy(update={"strategy_params": params.model_dump()})
+    log.open_for_writing()
+    for topic in topics.ALL_TOPICS:
+        log.create_topic(topic)
+    chosen = choose_run_id(
+        log, run_id, derived_run_id(config.config_hash(), [s.sha256 for s in sources])
+    )
+    return run_metadata_event(
+        chosen,
+        timestamp=min(s.first_timestamp for s in sources),
+        code_version=code_version(),
+        config=config,
+        data_sources=[
+            DataSource(symbol=s.symbol, name=s.name, sha256=s.sha256, interval=s.interval)
+            for s in sources
+        ],
+    )
+
+
+class _Ingest:
+    """Market Data Ingestion's own events: dead letters and the end-of-input marker."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.ids = Sequencer(run_id)
+        self.bad_rows: list[BadRow] = []
+        self.dead_letters = 0
+        self.last_timestamp = 0
+        self.last_interval_ms = 0
+
+    def drain(self) -> list[Event]:
+        events: list[Event] = []
+        for bad in self.bad_rows:
+            seq, eid = self.ids.next_id("dead_letter")
+            events.append(
+                DeadLetter(
+                    event_id=eid,
+                    run_id=self.run_id,
+                    sequence=seq,
+                    timestamp=bad.timestamp,
+                    source=bad.source,
+                    line=bad.line,
+                    raw=bad.raw[:1000],
+                    reason=bad.reason,
+                )
+            )
+        self.dead_letters += len(self.bad_rows)
+        self.bad_rows.clear()
+        return events
+
+    def completed(self, candles: int) -> MarketDataCompleted:
+        seq, eid = self.ids.next_id("market_data_completed")
+        end = self.last_timestamp + self.last_interval_ms if candles else 0
+        return MarketDataCompleted(
+            event_id=eid,
+            run_id=self.run_id,
+            sequence=seq,
+            timestamp=end,
+            candles=candles,
+            dead_letters=self.dead_letters,
+        )
+
+
 def run_backtest(
     config: BacktestConfig,
     sources: Sequence[CsvCandleSource],
-    log: EmbeddedLog,
+    log: EventLog,
     run_id: str | None = None,
     on_progress: Callable[[int], None] | None = None,
     *,
@@ -93,63 +170,22 @@ def run_backtest(
 ) -> BacktestOutcome:
     """Run one paper test; every event is durable in ``log`` when this returns.
 
-    With ``parallel`` (and where the platform can fork), candles are published to
-    ``market_data`` by a second process; the events written are identical either way.
+    On the embedded log the stages run fused, candle by candle, in this process (with
+    ``parallel``, and where the platform can fork, market data is written by a second
+    process). On any other log (Kafka) the candles go through the broker: see
+    ``streams.broker_backtest``. The events written are identical either way.
     """
-    params = strategy_params(config.strategy_id, config.strategy_params)
-    config = config.model_copy(update={"strategy_params": params.model_dump()})
-    config_hash = config.config_hash()
-    log.open_for_writing()
-    for topic in topics.ALL_TOPICS:
-        log.create_topic(topic)
-    run_id = choose_run_id(log, run_id, derived_run_id(config_hash, [s.sha256 for s in sources]))
-    pipeline = PaperTradingPipeline(
-        run_id=run_id,
-        strategy_id=config.strategy_id,
-        strategy_factory=strategy_factory(config.strategy_id, params),
-        risk_engine=RiskEngine(config.risk),
-        cost=config.cost,
-        initial_cash=config.initial_cash,
-        interval_ms=min(s.interval_ms for s in sources),
-    )
+    metadata = _prepare(config, sources, log, run_id)
+    if not isinstance(log, EmbeddedLog):
+        from streams.broker_backtest import run_through_broker
+
+        return run_through_broker(metadata, sources, log, on_progress)
+    run_id = metadata.run_id
+    pipeline = PaperTradingPipeline.from_metadata(metadata)
+    ingest = _Ingest(run_id)
     writer = _RunWriter(log, run_id)
-    writer.publish(
-        pipeline.start(
-            timestamp=min(s.first_timestamp for s in sources),
-            code_version=code_version(),
-            config=config.model_dump(mode="json"),
-            config_hash=config_hash,
-            data_sources=[
-                DataSource(symbol=s.symbol, name=s.name, sha256=s.sha256, interval=s.interval)
-                for s in sources
-            ],
-            seed=config.seed,
-        )
-    )
-    bad_rows: list[BadRow] = []
-    dead_letters = 0
-
-    def drain_dead_letters() -> None:
-        nonlocal dead_letters
-        for bad in bad_rows:
-            seq, eid = pipeline.next_id("dead_letter")
-            writer.publish(
-                [
-                    DeadLetter(
-                        event_id=eid,
-                        run_id=run_id,
-                        sequence=seq,
-                        timestamp=bad.timestamp,
-                        source=bad.source,
-                        line=bad.line,
-                        raw=bad.raw[:1000],
-                        reason=bad.reason,
-                    )
-                ]
-            )
-        dead_letters += len(bad_rows)
-        bad_rows.clear()
-
+    writer.publish([metadata])
+    writer.publish(pipeline.begin(metadata))
     publisher = MarketDataPublisher(log.root, run_id) if parallel and can_fork() else None
     batch: list[Candle] = []
     on_candle = pipeline.on_candle
@@ -159,7 +195,7 @@ def run_backtest(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for candle in merged_candles(sources, bad_rows.append, on_progress):
+        for candle in merged_candles(sources, ingest.bad_rows.append, on_progress):
             batch.append(candle)
             events = on_candle(candle)
             if events:
@@ -170,22 +206,26 @@ def run_backtest(
                 else:
                     writer.market_data_inline(batch, pipeline.candles - len(batch))
                 batch = []
-                if bad_rows:
-                    drain_dead_letters()
+                if ingest.bad_rows:
+                    publish(ingest.drain())
                 writer.flush()
+        publish(ingest.drain())
+        ingest.last_timestamp = pipeline.last_timestamp
+        ingest.last_interval_ms = pipeline.last_interval_ms
+        marker = ingest.completed(pipeline.candles)
         if publisher is not None:
             publisher.publish(batch)
-            writer.set_digest(topics.MARKET_DATA, publisher.finish())
+            writer.set_digest(topics.MARKET_DATA, publisher.finish(trailer=[marker]))
             publisher = None
         else:
             writer.market_data_inline(batch, pipeline.candles - len(batch))
+            publish([marker])
     finally:
         if publisher is not None:
             publisher.abort()
         if gc_was_enabled:
             gc.enable()
-    drain_dead_letters()
-    final = pipeline.finish(dead_letters)
+    final = pipeline.finish(marker.dead_letters)
     publish(final)
     writer.flush()
     log.commit()
@@ -197,11 +237,13 @@ def run_backtest(
 class _RunWriter:
     """Buffers one run's records per topic, appends them in batches, hashes what it wrote."""
 
-    def __init__(self, log: EmbeddedLog, run_id: str) -> None:
+    def __init__(self, log: EventLog, run_id: str) -> None:
         self.log = log
         self.run_id = run_id
         self._pending: dict[str, list[tuple[int, bytes]]] = {t: [] for t in topics.ALL_TOPICS}
         self._digests = {t: TopicDigest() for t in topics.ALL_TOPICS}
+        # Where this run's records begin, per topic: (partition, offset).
+        self.first_offsets: dict[str, tuple[int, int]] = {}
 
     def market_data_inline(self, candles: list[Candle], first_sequence: int) -> None:
         """Publish candles from this process (where a second one cannot be forked)."""
@@ -210,8 +252,7 @@ class _RunWriter:
             (candle.timestamp, encode_market_data(run_id, first_sequence + i, candle))
             for i, candle in enumerate(candles)
         ]
-        self.log.append(topics.MARKET_DATA, run_id, records)
-        self._digests[topics.MARKET_DATA].update([value for _, value in records])
+        self._append(topics.MARKET_DATA, records)
 
     def set_digest(self, topic: str, digest: TopicDigest) -> None:
         self._digests[topic] = digest
@@ -222,12 +263,22 @@ class _RunWriter:
         for event in events:
             pending[topic_of[event.type]].append((event.timestamp, encode(event)))
 
+    def _append(self, topic: str, records: list[tuple[int, bytes]]) -> None:
+        if not records:
+            return
+        at = self.log.append(topic, self.run_id, records)
+        self.first_offsets.setdefault(topic, at)
+        self._digests[topic].update([value for _, value in records])
+
     def flush(self) -> None:
         for topic, records in self._pending.items():
             if records:
-                self.log.append(topic, self.run_id, records)
-                self._digests[topic].update([value for _, value in records])
+                self._append(topic, records)
                 records.clear()
+
+    def flush_if_large(self) -> None:
+        if sum(len(records) for records in self._pending.values()) >= _BATCH:
+            self.flush()
 
     def digest(self) -> str:
         return combine(self._digests)

@@ -22,9 +22,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from domain.events import Candle
+from domain.events import Candle, Event
 from streams import topics
-from streams.codec import encode_candle_fields
+from streams.codec import encode, encode_candle_fields
 from streams.digest import TopicDigest
 from streams.embedded_log import EmbeddedLog, LogError
 
@@ -54,9 +54,10 @@ class MarketDataPublisher:
         except (BrokenPipeError, ConnectionResetError, EOFError):
             raise LogError(self._failure("the market data publisher stopped")) from None
 
-    def finish(self) -> TopicDigest:
-        """Wait until every candle is durable; return the digest of what was written."""
+    def finish(self, trailer: list[Event]) -> TopicDigest:
+        """Append ``trailer`` after the candles, wait until all is durable, return the digest."""
         try:
+            self._conn.send_bytes(b"T" + pickle.dumps([(e.timestamp, encode(e)) for e in trailer]))
             self._conn.send_bytes(b"")
             reply: Any = self._conn.recv()
         except (BrokenPipeError, ConnectionResetError, EOFError):
@@ -98,6 +99,11 @@ def _serve(log_root: Path, run_id: str, conn: Connection) -> None:
             data = conn.recv_bytes()
             if not data:
                 break
+            if data[:1] == b"T":  # events that close the topic, already encoded
+                trailer: list[tuple[int, bytes]] = pickle.loads(data[1:])
+                log.append(topics.MARKET_DATA, run_id, trailer)
+                digest.update([value for _, value in trailer])
+                continue
             columns = pickle.loads(data)
             if not columns:
                 continue

@@ -29,6 +29,7 @@ ALL_TOPICS: tuple[str, ...] = (
 
 TOPIC_OF_EVENT: Mapping[str, str] = {
     "market_data": MARKET_DATA,
+    "market_data_completed": MARKET_DATA,
     "dead_letter": DEAD_LETTERS,
     "signal": SIGNALS,
     "risk_decision": RISK_DECISIONS,

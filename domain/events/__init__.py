@@ -1,9 +1,15 @@
 """Event models, one module per family, and the registry that decodes and upcasts them."""
 
 from domain.events.alerts import Alert
-from domain.events.envelope import SCHEMA_VERSION, Event, event_id_for
+from domain.events.envelope import SCHEMA_VERSION, Event, Sequencer, event_id_for
 from domain.events.execution import SimulatedOrder, SimulatedTrade
-from domain.events.market import Candle, DeadLetter, MarketDataEvent
+from domain.events.market import (
+    Candle,
+    DeadLetter,
+    MarketDataCompleted,
+    MarketDataEvent,
+    interval_ms,
+)
 from domain.events.portfolio import PortfolioSnapshot, PositionState
 from domain.events.registry import EVENT_TYPES, UnknownEventType, upcast, validate_event
 from domain.events.risk import RiskDecision, RiskState
@@ -19,6 +25,7 @@ __all__ = [
     "DataSource",
     "DeadLetter",
     "Event",
+    "MarketDataCompleted",
     "MarketDataEvent",
     "PortfolioSnapshot",
     "PositionState",
@@ -26,11 +33,13 @@ __all__ = [
     "RiskState",
     "RunCompleted",
     "RunStatistics",
+    "Sequencer",
     "SimulatedOrder",
     "SimulatedTrade",
     "StrategySignal",
     "UnknownEventType",
     "event_id_for",
+    "interval_ms",
     "upcast",
     "validate_event",
 ]

@@ -15,6 +15,25 @@ def event_id_for(run_id: str, stream: str, sequence: int) -> str:
     return f"{run_id}:{stream}:{sequence}"
 
 
+class Sequencer:
+    """Hands out dense per-type sequence numbers and the derived ids of one run's events.
+
+    Each event type has exactly one producer (market data ingestion or the engine), so
+    each producer keeps its own sequencer and ids never collide.
+    """
+
+    __slots__ = ("_next", "run_id")
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._next: dict[str, int] = {}
+
+    def next_id(self, event_type: str) -> tuple[int, str]:
+        sequence = self._next.get(event_type, 0)
+        self._next[event_type] = sequence + 1
+        return sequence, event_id_for(self.run_id, event_type, sequence)
+
+
 class Event(BaseModel):
     """Base of every event: frozen, strict about unknown fields, JSON on the wire.
 

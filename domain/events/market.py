@@ -53,3 +53,23 @@ class DeadLetter(Event):
     line: int
     raw: str
     reason: str
+
+
+class MarketDataCompleted(Event):
+    """The explicit end of a finite run's input: no more candles will come for this run."""
+
+    type: Literal["market_data_completed"] = "market_data_completed"
+    candles: int
+    dead_letters: int
+
+
+_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def interval_ms(interval: str) -> int:
+    """``"30m"`` -> 1,800,000; the inverse of the interval names the CSV source gives."""
+    for unit in ("ms", "s", "m", "h", "d"):
+        number = interval.removesuffix(unit)
+        if number != interval and number.isdigit() and int(number) > 0:
+            return int(number) * _UNITS_MS[unit]
+    raise ValueError(f"not an interval: {interval!r} (e.g. 1m, 30m, 4h, 1d)")

@@ -12,7 +12,7 @@ from typing import Any
 from domain.events.alerts import Alert
 from domain.events.envelope import SCHEMA_VERSION, Event
 from domain.events.execution import SimulatedOrder, SimulatedTrade
-from domain.events.market import DeadLetter, MarketDataEvent
+from domain.events.market import DeadLetter, MarketDataCompleted, MarketDataEvent
 from domain.events.portfolio import PortfolioSnapshot, PositionState
 from domain.events.risk import RiskDecision, RiskState
 from domain.events.run import BacktestRunMetadata, RunCompleted
@@ -22,6 +22,7 @@ EVENT_TYPES: Mapping[str, type[Event]] = {
     cls.model_fields["type"].default: cls
     for cls in (
         MarketDataEvent,
+        MarketDataCompleted,
         DeadLetter,
         StrategySignal,
         RiskDecision,

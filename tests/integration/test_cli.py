@@ -76,7 +76,8 @@ def test_log_commands(tmp_path: Path, small_csv: Path, capsys: pytest.CaptureFix
     summary = orjson.loads(out)
     code, out, _ = _run(capsys, *data, "log", "topics", "--json")
     topics = {t["topic"]: t for t in orjson.loads(out)}
-    assert code == 0 and topics["market_data"]["end_offsets"] == [2_000]
+    # 2,000 candles and the end-of-input marker.
+    assert code == 0 and topics["market_data"]["end_offsets"] == [2_001]
     code, out, _ = _run(
         capsys,
         *data,

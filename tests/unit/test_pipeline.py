@@ -20,6 +20,7 @@ from domain.events import (
 from domain.execution import CostModel
 from domain.pipeline import PaperTradingPipeline
 from domain.risk import RiskConfig, RiskEngine, reasons
+from domain.run_config import BacktestConfig, run_metadata_event
 from domain.strategies import SignalIntent
 from tests.builders import candle, risk_config
 
@@ -78,7 +79,8 @@ def run_scripted() -> list[Event]:
             max_total_exposure_pct=1000,
         ),
     )
-    events = p.start(0, "test", {"k": 1}, "hash", [], 0)
+    metadata = run_metadata_event("run", 0, "test", BacktestConfig(strategy_id="sma_cross"), [])
+    events: list[Event] = [metadata, *p.begin(metadata)]
     events += _run(
         p,
         [

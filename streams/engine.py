@@ -1,0 +1,98 @@
+"""The engine as a consumer of the log: a run's input records in, the pipeline's events out.
+
+This is the body of the stream agent: decode, call the pure pipeline, return the events to
+publish. It keeps no state that the log does not define: a run's pipeline is built from its
+``run_metadata`` event, and its candles are checked against their sequence numbers, so a
+redelivered candle is skipped and a missing one is an error, never a silent gap.
+"""
+
+from __future__ import annotations
+
+from domain.events import (
+    BacktestRunMetadata,
+    Candle,
+    Event,
+    MarketDataCompleted,
+    MarketDataEvent,
+    interval_ms,
+)
+from domain.pipeline import PaperTradingPipeline
+from streams.codec import DecodeError, decode, decode_json
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+class EngineProcessor:
+    def __init__(self) -> None:
+        self._pipelines: dict[str, PaperTradingPipeline] = {}
+        self._interval_ms: dict[str, int] = {}
+        self.finished: dict[str, list[Event]] = {}
+
+    def on_run_metadata(self, value: bytes) -> list[Event]:
+        metadata = decode(value)
+        if not isinstance(metadata, BacktestRunMetadata):
+            return []  # run_completed and other run events are outputs, not inputs
+        if metadata.run_id in self._pipelines or metadata.run_id in self.finished:
+            return []  # redelivered: the run is already under way
+        pipeline = PaperTradingPipeline.from_metadata(metadata)
+        self._pipelines[metadata.run_id] = pipeline
+        return pipeline.begin(metadata)
+
+    def knows(self, run_id: str) -> bool:
+        return run_id in self._pipelines
+
+    def on_market_data(self, value: bytes) -> list[Event]:
+        """Process one ``market_data`` record (a candle or the end-of-input marker)."""
+        payload = decode_json(value)
+        run_id = str(payload.get("run_id"))
+        pipeline = self._pipelines.get(run_id)
+        if pipeline is None:
+            if run_id in self.finished:
+                return []  # a redelivered record of a finished run
+            raise EngineError(f"market data for run {run_id!r} before its run_metadata")
+        kind = payload.get("type")
+        if kind == "market_data":
+            sequence = int(payload.get("sequence", -1))
+            if sequence < pipeline.candles:
+                return []  # redelivered: already processed
+            if sequence > pipeline.candles:
+                raise EngineError(
+                    f"run {run_id}: candle {pipeline.candles} is missing (got {sequence})"
+                )
+            try:
+                event = MarketDataEvent.model_validate(payload)
+            except ValueError as exc:
+                raise EngineError(f"run {run_id}: invalid candle {sequence}: {exc}") from None
+            step = self._interval_ms.get(event.interval)
+            if step is None:
+                step = self._interval_ms[event.interval] = interval_ms(event.interval)
+            candle = Candle(
+                event.symbol,
+                event.timestamp,
+                event.open,
+                event.high,
+                event.low,
+                event.close,
+                event.volume,
+                event.interval,
+                step,
+            )
+            return pipeline.on_candle(candle)
+        if kind == "market_data_completed":
+            try:
+                marker = decode(value)
+            except DecodeError as exc:
+                raise EngineError(f"run {run_id}: invalid end of input: {exc}") from None
+            assert isinstance(marker, MarketDataCompleted)
+            if marker.candles != pipeline.candles:
+                raise EngineError(
+                    f"run {run_id}: input ended after {marker.candles} candles but "
+                    f"{pipeline.candles} arrived"
+                )
+            final = pipeline.finish(marker.dead_letters)
+            del self._pipelines[run_id]
+            self.finished[run_id] = final
+            return final
+        raise EngineError(f"unexpected {kind!r} record in market_data")
