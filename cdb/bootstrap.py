@@ -13,8 +13,12 @@ from sqlalchemy import Engine
 
 from projections.store import open_store, sqlite_url
 from streams.embedded_log import EmbeddedLog
+from streams.kafka_log import KafkaLog, parse_kafka_url
+from streams.log_port import EventLog
 
 DATA_DIR_ENV = "CDB_DATA_DIR"
+# Where the log lives: "embedded" (under the data directory) or kafka://HOST:PORT.
+LOG_ENV = "CDB_LOG"
 # Set to 1 to publish market data from the engine's own process (one core only).
 SINGLE_PROCESS_ENV = "CDB_SINGLE_PROCESS"
 DEFAULT_DATA_DIR = "./var"
@@ -24,6 +28,15 @@ DEFAULT_DATA_DIR = "./var"
 class Settings:
     data_dir: Path
     single_process: bool = False
+    log_url: str = "embedded"
+
+    @property
+    def on_kafka(self) -> bool:
+        return self.log_url.startswith("kafka://")
+
+    @property
+    def log_location(self) -> str:
+        return self.log_url if self.on_kafka else str(self.log_dir)
 
     @property
     def log_dir(self) -> Path:
@@ -34,15 +47,24 @@ class Settings:
         return sqlite_url(self.data_dir)
 
 
-def settings(data_dir: str | None = None) -> Settings:
-    """``--data-dir`` wins, then ``$CDB_DATA_DIR``, then ``./var``."""
+def settings(data_dir: str | None = None, log_url: str | None = None) -> Settings:
+    """``--data-dir`` wins, then ``$CDB_DATA_DIR``, then ``./var``; the same for ``--log``."""
     chosen = data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
     single = os.environ.get(SINGLE_PROCESS_ENV, "").strip().lower() in {"1", "true", "yes"}
-    return Settings(Path(chosen), single_process=single)
+    log = (log_url or os.environ.get(LOG_ENV) or "embedded").strip()
+    if log != "embedded":
+        parse_kafka_url(log)  # refuses anything else with one clear line
+    return Settings(Path(chosen), single_process=single, log_url=log)
 
 
-def open_log(config: Settings) -> EmbeddedLog:
+def open_log(config: Settings) -> EventLog:
+    if config.on_kafka:
+        return KafkaLog(parse_kafka_url(config.log_url))
     return EmbeddedLog(config.log_dir)
+
+
+def log_exists(config: Settings) -> bool:
+    return config.on_kafka or config.log_dir.exists()
 
 
 def open_read_models(config: Settings) -> Engine:

@@ -29,7 +29,7 @@ from projections.report import render_report
 from streams.backtest import BacktestOutcome, RunIdError, run_backtest
 from streams.csv_source import CsvCandleSource, DataSourceError, parse_data_spec
 from streams.digest import log_digest
-from streams.embedded_log import EmbeddedLog, LogError
+from streams.log_port import EventLog, LogError
 
 EXIT_USAGE = 2
 
@@ -49,15 +49,29 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cdb", description="Claire de Binare: event-sourced paper trading.")
-    parser.add_argument(
+    # --data-dir and --log are accepted before or after the subcommand.
+    places = _Parser(add_help=False)
+    places.add_argument(
         "--data-dir",
+        default=argparse.SUPPRESS,
         help=f"where the log and read models live (default ${bootstrap.DATA_DIR_ENV} or "
         f"{bootstrap.DEFAULT_DATA_DIR})",
     )
+    places.add_argument(
+        "--log",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="the log: 'embedded' (default, under the data directory) or kafka://HOST:PORT "
+        f"(default ${bootstrap.LOG_ENV})",
+    )
+    parser = _Parser(
+        prog="cdb", description="Claire de Binare: event-sourced paper trading.", parents=[places]
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    bt = commands.add_parser("backtest", help="run a paper test over candle files")
+    bt = commands.add_parser(
+        "backtest", help="run a paper test over candle files", parents=[places]
+    )
     bt.add_argument(
         "--data",
         action="append",
@@ -85,11 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--json", action="store_true", help="print one JSON object")
     bt.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
-    log = commands.add_parser("log", help="inspect the event log")
+    log = commands.add_parser("log", help="inspect the event log", parents=[places])
     log_commands = log.add_subparsers(dest="log_command", required=True, parser_class=_Parser)
-    topics_cmd = log_commands.add_parser("topics", help="list topics, partitions and offsets")
+    topics_cmd = log_commands.add_parser(
+        "topics", help="list topics, partitions and offsets", parents=[places]
+    )
     topics_cmd.add_argument("--json", action="store_true")
-    read = log_commands.add_parser("read", help="print records as JSON lines")
+    read = log_commands.add_parser("read", help="print records as JSON lines", parents=[places])
     read.add_argument("--topic", required=True)
     read.add_argument("--partition", type=int, default=0)
     read.add_argument("--from-offset", type=int)
@@ -98,17 +114,26 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument("--to-time", help="epoch ms or ISO time (UTC), exclusive")
     read.add_argument("--run-id", help="only records of this run")
     read.add_argument("--limit", type=int, help="at most this many records")
-    digest = log_commands.add_parser("digest", help="sha256 over events (see docs/log.md)")
+    digest = log_commands.add_parser(
+        "digest", help="sha256 over events (see docs/log.md)", parents=[places]
+    )
     digest.add_argument("--topic", action="append", help="only these topics (repeatable)")
     digest.add_argument("--run-id", help="only events of this run")
 
-    report = commands.add_parser("report", help="write the HTML report of a run")
+    report = commands.add_parser("report", help="write the HTML report of a run", parents=[places])
     report.add_argument("--run-id", required=True)
     report.add_argument("--out", type=Path, required=True, metavar="FILE.html")
     return parser
 
 
 # -- backtest -----------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> bootstrap.Settings:
+    try:
+        return bootstrap.settings(getattr(args, "data_dir", None), getattr(args, "log", None))
+    except LogError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _params(pairs: Sequence[str]) -> dict[str, str]:
@@ -177,9 +202,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(_first_error(exc)) from None
-    settings = bootstrap.settings(args.data_dir)
+    settings = _settings(args)
     progress = None if args.no_progress else _progress_bar(sum(s.size for s in sources))
-    with bootstrap.open_log(settings) as log:
+    log = bootstrap.open_log(settings)
+    try:
         outcome = run_backtest(
             config,
             sources,
@@ -190,6 +216,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         )
         engine = bootstrap.open_read_models(settings)
         catch_up(log, engine)
+    finally:
+        log.close()
     proj_digest = projection_digest(engine, outcome.run_id)
     with engine.connect() as conn:
         run = (
@@ -262,6 +290,7 @@ def _summary(
         "log_digest": outcome.log_digest,
         "projection_digest": proj_digest,
         "data_dir": str(settings.data_dir),
+        "log": settings.log_location,
         "report": str(report) if report else None,
         "elapsed_s": round(elapsed, 3),
     }
@@ -294,7 +323,7 @@ def _print_summary(
         f"  closed trades  {s['closed_trades']:,}   win rate {_fmt(win, 1, '%')}"
         f"   profit factor {_fmt(s['profit_factor'])}   expectancy {_fmt(s['expectancy'])}",
         f"  alerts         {alerts}",
-        f"  log            {s['data_dir']}/log   log_digest {s['log_digest']}",
+        f"  log            {s['log']}   log_digest {s['log_digest']}",
         f"  read models    {s['data_dir']}/projections.sqlite"
         f"   projection_digest {s['projection_digest']}",
     ]
@@ -307,9 +336,9 @@ def _print_summary(
 # -- log --------------------------------------------------------------------------------------
 
 
-def _existing_log(args: argparse.Namespace) -> EmbeddedLog:
-    settings = bootstrap.settings(args.data_dir)
-    if not settings.log_dir.exists():
+def _existing_log(args: argparse.Namespace) -> EventLog:
+    settings = _settings(args)
+    if not bootstrap.log_exists(settings):
         raise UsageError(f"no log at {settings.log_dir}: run a backtest first")
     return bootstrap.open_log(settings)
 
@@ -328,6 +357,13 @@ def _time_arg(text: str) -> int:
 
 def cmd_log(args: argparse.Namespace) -> int:
     log = _existing_log(args)
+    try:
+        return _log_command(log, args)
+    finally:
+        log.close()
+
+
+def _log_command(log: EventLog, args: argparse.Namespace) -> int:
     if args.log_command == "topics":
         infos = log.describe()
         if args.json:
@@ -351,7 +387,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     return _read(log, args)
 
 
-def _read(log: EmbeddedLog, args: argparse.Namespace) -> int:
+def _read(log: EventLog, args: argparse.Namespace) -> int:
     known = log.topic_names()
     if args.topic not in known:
         raise UsageError(f"unknown topic {args.topic!r} (topics: {', '.join(known)})")
@@ -395,7 +431,7 @@ def _read(log: EmbeddedLog, args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    settings = bootstrap.settings(args.data_dir)
+    settings = _settings(args)
     engine = bootstrap.open_read_models(settings)
     try:
         text = render_report(engine, args.run_id)

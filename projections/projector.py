@@ -35,9 +35,16 @@ from projections import tables
 from projections.store import upsert
 from streams import topics
 from streams.codec import DecodeError, decode
-from streams.embedded_log import EmbeddedLog, Record
+from streams.log_port import EventLog, Record
 
 PROJECTOR = "read_models"
+
+
+def projector_name(log: EventLog) -> str:
+    """Checkpoints are positions in one log: each log has its own."""
+    return PROJECTOR if log.identity == "embedded" else f"{PROJECTOR}@{log.identity}"
+
+
 SOURCE_TOPICS: tuple[str, ...] = (
     topics.RUNS,
     topics.ORDERS,
@@ -243,7 +250,9 @@ class ProjectionProgress:
     batches: int = 0
 
 
-def _apply(engine: Engine, topic: str, partition: int, records: list[Record]) -> None:
+def _apply(
+    engine: Engine, projector: str, topic: str, partition: int, records: list[Record]
+) -> None:
     groups: dict[tuple[str, tuple[str, ...]], tuple[Table, dict[tuple[Any, ...], Row]]] = {}
     for record in records:
         try:
@@ -270,7 +279,7 @@ def _apply(engine: Engine, topic: str, partition: int, records: list[Record]) ->
             tables.checkpoints,
             [
                 {
-                    "projector": PROJECTOR,
+                    "projector": projector,
                     "topic": topic,
                     "partition": partition,
                     "next_offset": next_offset,
@@ -279,11 +288,11 @@ def _apply(engine: Engine, topic: str, partition: int, records: list[Record]) ->
         )
 
 
-def checkpoint(engine: Engine, topic: str, partition: int) -> int:
+def checkpoint(engine: Engine, projector: str, topic: str, partition: int) -> int:
     with engine.connect() as conn:
         value = conn.execute(
             select(tables.checkpoints.c.next_offset).where(
-                tables.checkpoints.c.projector == PROJECTOR,
+                tables.checkpoints.c.projector == projector,
                 tables.checkpoints.c.topic == topic,
                 tables.checkpoints.c.partition == partition,
             )
@@ -291,24 +300,26 @@ def checkpoint(engine: Engine, topic: str, partition: int) -> int:
     return int(value) if value is not None else 0
 
 
-def catch_up(log: EmbeddedLog, engine: Engine, batch_size: int = BATCH_SIZE) -> ProjectionProgress:
+def catch_up(log: EventLog, engine: Engine, batch_size: int = BATCH_SIZE) -> ProjectionProgress:
     """Fold every record the projector has not yet applied; return how much it did."""
     progress = ProjectionProgress()
+    projector = projector_name(log)
     available = set(log.topic_names())
     for topic in SOURCE_TOPICS:
         if topic not in available:
             continue
         for partition in range(log.partitions(topic)):
             batch: list[Record] = []
-            for record in log.read(topic, partition, checkpoint(engine, topic, partition)):
+            start = checkpoint(engine, projector, topic, partition)
+            for record in log.read(topic, partition, start):
                 batch.append(record)
                 if len(batch) >= batch_size:
-                    _apply(engine, topic, partition, batch)
+                    _apply(engine, projector, topic, partition, batch)
                     progress.events += len(batch)
                     progress.batches += 1
                     batch = []
             if batch:
-                _apply(engine, topic, partition, batch)
+                _apply(engine, projector, topic, partition, batch)
                 progress.events += len(batch)
                 progress.batches += 1
     return progress

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from streams.embedded_log import EmbeddedLog
+from streams.log_port import EventLog
 
 
 class TopicDigest:
@@ -45,7 +45,7 @@ def combine(per_topic: dict[str, TopicDigest]) -> str:
 
 
 def log_digest(
-    log: EmbeddedLog, run_id: str | None = None, topics: Iterable[str] | None = None
+    log: EventLog, run_id: str | None = None, topics: Iterable[str] | None = None
 ) -> str:
     """Digest of the whole log, or of one run's events (records keyed by ``run_id``)."""
     wanted = sorted(topics) if topics is not None else log.topic_names()

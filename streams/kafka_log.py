@@ -46,9 +46,10 @@ class KafkaLog:
         default_partitions: int = 1,
         retention_ms: dict[str, int | None] | None = None,
         connect_timeout_s: float = 10.0,
-        idle_ms: int = 500,
+        idle_ms: int = 150,
     ) -> None:
         self.bootstrap = bootstrap_servers
+        self.identity = f"kafka://{bootstrap_servers}"
         self.default_partitions = default_partitions
         self.retention_ms = retention_ms or {}
         self.connect_timeout_s = connect_timeout_s
@@ -114,7 +115,7 @@ class KafkaLog:
                 bootstrap_servers=self.bootstrap,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
-                fetch_max_wait_ms=max(self.idle_ms // 5, 10),
+                fetch_max_wait_ms=10,
                 max_partition_fetch_bytes=8 << 20,
                 request_timeout_ms=int(self.connect_timeout_s * 1000),
             )

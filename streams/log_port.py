@@ -41,6 +41,8 @@ class TopicInfo:
 
 
 class EventLog(Protocol):
+    identity: str  # "embedded", or the broker's address: keys the projectors' checkpoints
+
     def create_topic(self, topic: str, partitions: int | None = None) -> int: ...
 
     def partitions(self, topic: str) -> int: ...
