@@ -25,9 +25,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streams.log_port import LogError, Record, TopicInfo
-from streams.topics import partition_for
+from streams.topics import partition_for, retention_ms
 
-RETENTION_14_DAYS_MS = 14 * 24 * 60 * 60 * 1000
 _T = TypeVar("_T")
 
 
@@ -44,14 +43,12 @@ class KafkaLog:
         bootstrap_servers: str,
         *,
         default_partitions: int = 1,
-        retention_ms: dict[str, int | None] | None = None,
         connect_timeout_s: float = 10.0,
         idle_ms: int = 150,
     ) -> None:
         self.bootstrap = bootstrap_servers
         self.identity = f"kafka://{bootstrap_servers}"
         self.default_partitions = default_partitions
-        self.retention_ms = retention_ms or {}
         self.connect_timeout_s = connect_timeout_s
         self.idle_ms = idle_ms
         self._loop = asyncio.new_event_loop()
@@ -127,7 +124,7 @@ class KafkaLog:
     def create_topic(self, topic: str, partitions: int | None = None) -> int:
         count = partitions or self.default_partitions
         configs: dict[str, str] = {}
-        retention = self.retention_ms.get(topic, RETENTION_14_DAYS_MS)
+        retention = retention_ms(topic)
         configs["retention.ms"] = "-1" if retention is None else str(retention)
         admin = self._admin_client()
         try:

@@ -49,3 +49,19 @@ def partition_for(key: str, partitions: int) -> int:
     if partitions <= 1:
         return 0
     return zlib.crc32(key.encode()) % partitions
+
+
+RETENTION_14_DAYS_MS = 14 * 24 * 60 * 60 * 1000
+
+# Topics the read models are folded from keep everything: a projection can only be
+# rebuilt from what its topics still hold. Input and intermediate topics keep 14 days (R17):
+# market data can be re-ingested from its source, and signals and decisions are also
+# summarised in the kept topics (orders, results, portfolio, alerts).
+KEEP_FOREVER: frozenset[str] = frozenset(
+    {RUNS, ORDERS, ORDER_RESULTS, PORTFOLIO, ALERTS, DEAD_LETTERS}
+)
+
+
+def retention_ms(topic: str) -> int | None:
+    """Retention of ``topic`` in milliseconds; None keeps everything."""
+    return None if topic in KEEP_FOREVER else RETENTION_14_DAYS_MS

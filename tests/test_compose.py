@@ -1,0 +1,76 @@
+"""docker-compose.yml matches the seed (R14-R18); no Docker engine is needed to check it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+SERVICES: dict[str, Any] = COMPOSE["services"]
+
+
+def _ports(service: str) -> set[int]:
+    return {int(str(p).split(":")[0]) for p in SERVICES[service].get("ports", [])}
+
+
+def _env(service: str) -> dict[str, str]:
+    return {k: str(v) for k, v in (SERVICES[service].get("environment") or {}).items()}
+
+
+def test_services_and_the_seeds_ports() -> None:
+    assert {"kafka", "postgres", "redis", "worker", "prometheus", "grafana"} <= set(SERVICES)
+    assert _ports("worker") == {8000, 8001, 8002, 8003}  # WS, signal, risk, execution
+    assert _ports("prometheus") == {9090}
+    assert _ports("grafana") == {3000}
+    assert _ports("redis") == {6379}
+    assert _ports("postgres") == {5432}
+
+
+def test_kafka_is_a_single_kraft_node() -> None:
+    env = _env("kafka")
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert "ZOOKEEPER" not in " ".join(env)
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert int(env["KAFKA_LOG_RETENTION_HOURS"]) == 14 * 24
+
+
+def test_database_name_user_and_secrets_from_the_environment() -> None:
+    env = _env("postgres")
+    assert env["POSTGRES_DB"] == "claire_de_binare"
+    assert env["POSTGRES_USER"] == "claire"
+    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD(:\?[^}]*)?\}", env["POSTGRES_PASSWORD"])
+    redis_command = " ".join(SERVICES["redis"]["command"])
+    assert "--requirepass ${REDIS_PASSWORD" in redis_command
+    worker = _env("worker")
+    assert worker["CDB_LOG"] == "kafka://kafka:9092"
+    assert worker["POSTGRES_DB"] == "claire_de_binare"
+    assert SERVICES["worker"]["env_file"] == ".env"
+
+
+def test_named_volumes_and_no_profiles() -> None:
+    assert {"cdb_postgres_data", "cdb_redis_data", "cdb_prom_data", "cdb_grafana_data"} <= set(
+        COMPOSE["volumes"]
+    )
+    mounts = {
+        service: [str(v).split(":")[0] for v in spec.get("volumes", [])]
+        for service, spec in SERVICES.items()
+    }
+    assert mounts["postgres"] == ["cdb_postgres_data"]
+    assert mounts["redis"] == ["cdb_redis_data"]
+    assert mounts["prometheus"] == ["cdb_prom_data"]
+    assert mounts["grafana"] == ["cdb_grafana_data"]
+    assert all("profiles" not in spec for spec in SERVICES.values())
+
+
+def test_no_secret_is_written_down() -> None:
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if re.search(r"PASSWORD:\s", line):
+            assert "${" in line, line
+    example = (ROOT / ".env.example").read_text(encoding="utf-8")
+    assert "POSTGRES_PASSWORD=" in example and "REDIS_PASSWORD=" in example
+    assert ".env" in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
