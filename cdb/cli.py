@@ -120,6 +120,13 @@ def _parser() -> argparse.ArgumentParser:
     digest.add_argument("--topic", action="append", help="only these topics (repeatable)")
     digest.add_argument("--run-id", help="only events of this run")
 
+    worker = commands.add_parser(
+        "worker",
+        help="run the engine as stream agents on Kafka until stopped (needs --log kafka://)",
+        parents=[places],
+    )
+    worker.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info"])
+
     report = commands.add_parser("report", help="write the HTML report of a run", parents=[places])
     report.add_argument("--run-id", required=True)
     report.add_argument("--out", type=Path, required=True, metavar="FILE.html")
@@ -444,6 +451,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- worker -----------------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not settings.on_kafka:
+        raise UsageError("cdb worker runs on Kafka: give --log kafka://HOST:PORT (or $CDB_LOG)")
+    from streams.kafka_log import KafkaLog, parse_kafka_url
+    from streams.worker import run_worker
+
+    bootstrap = parse_kafka_url(settings.log_url)
+    with KafkaLog(bootstrap) as kafka:  # fail fast, in one line, if the broker is not there
+        kafka.topic_names()
+    return run_worker(bootstrap, args.loglevel)
+
+
 # -- main -------------------------------------------------------------------------------------
 
 _EXPECTED_ERRORS = (
@@ -459,7 +482,12 @@ _EXPECTED_ERRORS = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"backtest": cmd_backtest, "log": cmd_log, "report": cmd_report}
+    handlers = {
+        "backtest": cmd_backtest,
+        "log": cmd_log,
+        "report": cmd_report,
+        "worker": cmd_worker,
+    }
     try:
         return handlers[args.command](args)
     except _EXPECTED_ERRORS as exc:

@@ -91,7 +91,7 @@ def choose_run_id(log: EventLog, wanted: str | None, derived: str) -> str:
     return f"{derived}-{n}"
 
 
-def _prepare(
+def prepare_run(
     config: BacktestConfig, sources: Sequence[CsvCandleSource], log: EventLog, run_id: str | None
 ) -> BacktestRunMetadata:
     """Validate, create the topics, choose the run id: the run's metadata event."""
@@ -175,7 +175,7 @@ def run_backtest(
     process). On any other log (Kafka) the candles go through the broker: see
     ``streams.broker_backtest``. The events written are identical either way.
     """
-    metadata = _prepare(config, sources, log, run_id)
+    metadata = prepare_run(config, sources, log, run_id)
     if not isinstance(log, EmbeddedLog):
         from streams.broker_backtest import run_through_broker
 

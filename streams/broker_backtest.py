@@ -22,16 +22,16 @@ from streams.engine import EngineProcessor
 from streams.log_port import EventLog, LogError
 
 
-def run_through_broker(
+def publish_input(
     metadata: BacktestRunMetadata,
     sources: Sequence[CsvCandleSource],
     log: EventLog,
+    writer: _RunWriter | None = None,
     on_progress: Callable[[int], None] | None = None,
-) -> BacktestOutcome:
+) -> _RunWriter:
+    """Market Data Ingestion: the run's metadata, candles, dead letters and end marker."""
     run_id = metadata.run_id
-    writer = _RunWriter(log, run_id)
-
-    # 1. Market Data Ingestion.
+    writer = writer or _RunWriter(log, run_id)
     ingest = _Ingest(run_id)
     writer.publish([metadata])
     writer.flush()
@@ -53,6 +53,18 @@ def run_through_broker(
     writer.publish([ingest.completed(candles)])
     writer.flush()
     log.commit()
+    return writer
+
+
+def run_through_broker(
+    metadata: BacktestRunMetadata,
+    sources: Sequence[CsvCandleSource],
+    log: EventLog,
+    on_progress: Callable[[int], None] | None = None,
+) -> BacktestOutcome:
+    run_id = metadata.run_id
+    # 1. Market Data Ingestion.
+    writer = publish_input(metadata, sources, log, on_progress=on_progress)
 
     # 2. The engine, reading the run back from the broker.
     engine = EngineProcessor()

@@ -29,6 +29,22 @@ class EngineProcessor:
         self._pipelines: dict[str, PaperTradingPipeline] = {}
         self._interval_ms: dict[str, int] = {}
         self.finished: dict[str, list[Event]] = {}
+        # Market data that arrived before its run's metadata (topics are not ordered
+        # among each other), replayed in order once the metadata is there.
+        self._waiting: dict[str, list[bytes]] = {}
+
+    def on_record(self, value: bytes) -> list[Event]:
+        """Any input record: a run's metadata (``runs``) or its market data."""
+        kind = decode_json(value).get("type")
+        if kind in ("run_metadata", "run_completed"):
+            return self.on_run_metadata(value)
+        return self.on_market_data(value, wait=True)
+
+    def mark_finished(self, run_id: str) -> None:
+        """A run whose ``run_completed`` is already in the log: its input is done with."""
+        self._pipelines.pop(run_id, None)
+        self._waiting.pop(run_id, None)
+        self.finished.setdefault(run_id, [])
 
     def on_run_metadata(self, value: bytes) -> list[Event]:
         metadata = decode(value)
@@ -38,12 +54,15 @@ class EngineProcessor:
             return []  # redelivered: the run is already under way
         pipeline = PaperTradingPipeline.from_metadata(metadata)
         self._pipelines[metadata.run_id] = pipeline
-        return pipeline.begin(metadata)
+        events = pipeline.begin(metadata)
+        for waiting in self._waiting.pop(metadata.run_id, []):
+            events.extend(self.on_market_data(waiting))
+        return events
 
     def knows(self, run_id: str) -> bool:
         return run_id in self._pipelines
 
-    def on_market_data(self, value: bytes) -> list[Event]:
+    def on_market_data(self, value: bytes, *, wait: bool = False) -> list[Event]:
         """Process one ``market_data`` record (a candle or the end-of-input marker)."""
         payload = decode_json(value)
         run_id = str(payload.get("run_id"))
@@ -51,6 +70,9 @@ class EngineProcessor:
         if pipeline is None:
             if run_id in self.finished:
                 return []  # a redelivered record of a finished run
+            if wait:
+                self._waiting.setdefault(run_id, []).append(value)
+                return []
             raise EngineError(f"market data for run {run_id!r} before its run_metadata")
         kind = payload.get("type")
         if kind == "market_data":

