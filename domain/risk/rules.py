@@ -109,7 +109,9 @@ class Sizing:
 def _capped(proposal: OrderProposal, headroom: float, resized: str, limited: str) -> RuleOutcome:
     """Shrink an entry to ``headroom`` of notional, or reject when nothing is left."""
     assert proposal.quantity is not None
-    if proposal.quantity * proposal.price <= headroom:
+    # A quantity an earlier rule cut to headroom / price can come back a rounding error
+    # above it; that is at the limit, not over it, and must not be resized (or relabelled).
+    if proposal.quantity * proposal.price <= headroom * (1.0 + 1e-12):
         return RuleOutcome(proposal)
     if headroom <= 0.0:
         return _reject(limited)
