@@ -222,7 +222,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             parallel=not settings.single_process,
         )
         engine = bootstrap.open_read_models(settings)
-        catch_up(log, engine)
+        catch_up(log, engine, until=outcome.written)
     finally:
         log.close()
     proj_digest = projection_digest(engine, outcome.run_id)

@@ -12,7 +12,7 @@ Guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,8 +300,18 @@ def checkpoint(engine: Engine, projector: str, topic: str, partition: int) -> in
     return int(value) if value is not None else 0
 
 
-def catch_up(log: EventLog, engine: Engine, batch_size: int = BATCH_SIZE) -> ProjectionProgress:
-    """Fold every record the projector has not yet applied; return how much it did."""
+def catch_up(
+    log: EventLog,
+    engine: Engine,
+    batch_size: int = BATCH_SIZE,
+    until: Mapping[tuple[str, int], int] | None = None,
+) -> ProjectionProgress:
+    """Fold every record the projector has not yet applied; return how much it did.
+
+    With ``until`` (end offsets by topic and partition, e.g. what a run just wrote), fold
+    exactly up to them and leave other partitions alone: no waiting to learn where a
+    partition ends, which on a broker takes a round of idle fetches.
+    """
     progress = ProjectionProgress()
     projector = projector_name(log)
     available = set(log.topic_names())
@@ -309,9 +319,14 @@ def catch_up(log: EventLog, engine: Engine, batch_size: int = BATCH_SIZE) -> Pro
         if topic not in available:
             continue
         for partition in range(log.partitions(topic)):
+            end = None if until is None else until.get((topic, partition))
+            if until is not None and end is None:
+                continue
             batch: list[Record] = []
             start = checkpoint(engine, projector, topic, partition)
-            for record in log.read(topic, partition, start):
+            if end is not None and start >= end:
+                continue
+            for record in log.read(topic, partition, start, end):
                 batch.append(record)
                 if len(batch) >= batch_size:
                     _apply(engine, projector, topic, partition, batch)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 
 from domain.events import (
@@ -62,6 +62,8 @@ class BacktestOutcome:
     run_id: str
     completed: RunCompleted
     log_digest: str
+    # The end offset this run reached in each (topic, partition) its events went to.
+    written: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 def existing_run_ids(log: EventLog) -> set[str]:
@@ -231,7 +233,7 @@ def run_backtest(
     log.commit()
     completed = final[-1]
     assert isinstance(completed, RunCompleted)
-    return BacktestOutcome(run_id, completed, writer.digest())
+    return BacktestOutcome(run_id, completed, writer.digest(), writer.written)
 
 
 class _RunWriter:
@@ -244,6 +246,8 @@ class _RunWriter:
         self._digests = {t: TopicDigest() for t in topics.ALL_TOPICS}
         # Where this run's records begin, per topic: (partition, offset).
         self.first_offsets: dict[str, tuple[int, int]] = {}
+        # Where they end (exclusive), per (topic, partition).
+        self.written: dict[tuple[str, int], int] = {}
 
     def market_data_inline(self, candles: list[Candle], first_sequence: int) -> None:
         """Publish candles from this process (where a second one cannot be forked)."""
@@ -268,6 +272,7 @@ class _RunWriter:
             return
         at = self.log.append(topic, self.run_id, records)
         self.first_offsets.setdefault(topic, at)
+        self.written[(topic, at[0])] = at[1] + len(records)
         self._digests[topic].update([value for _, value in records])
 
     def flush(self) -> None:

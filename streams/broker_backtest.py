@@ -90,4 +90,4 @@ def run_through_broker(
     log.commit()
     completed = final[-1]
     assert isinstance(completed, RunCompleted)
-    return BacktestOutcome(run_id, completed, writer.digest())
+    return BacktestOutcome(run_id, completed, writer.digest(), writer.written)

@@ -185,16 +185,23 @@ class KafkaLog:
         key_bytes = key.encode()
 
         async def send_all() -> int:
-            futures = [
-                await producer.send(
-                    topic, value, key=key_bytes, partition=partition, timestamp_ms=ts
-                )
-                for ts, value in records
-            ]
-            if not futures:
+            # Whole record batches, as the broker stores them: one request per batch
+            # instead of one future per record.
+            first: asyncio.Future[Any] | None = None
+            batch = producer.create_batch()
+            for ts, value in records:
+                if batch.append(key=key_bytes, value=value, timestamp=ts) is None:
+                    sent = await producer.send_batch(batch, topic, partition=partition)
+                    first = first or sent
+                    batch = producer.create_batch()
+                    if batch.append(key=key_bytes, value=value, timestamp=ts) is None:
+                        raise LogError(f"a record of {len(value)} bytes does not fit a batch")
+            if batch.record_count():
+                sent = await producer.send_batch(batch, topic, partition=partition)
+                first = first or sent
+            if first is None:
                 return -1
-            first = await futures[0]
-            return int(first.offset)
+            return int((await first).offset)
 
         first = self._run(send_all())
         return partition, first
