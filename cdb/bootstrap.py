@@ -14,11 +14,14 @@ from sqlalchemy import Engine
 from projections.store import open_store, sqlite_url
 from streams.embedded_log import EmbeddedLog
 from streams.kafka_log import KafkaLog, parse_kafka_url
-from streams.log_port import EventLog
+from streams.log_port import EventLog, LogError
 
 DATA_DIR_ENV = "CDB_DATA_DIR"
 # Where the log lives: "embedded" (under the data directory) or kafka://HOST:PORT.
 LOG_ENV = "CDB_LOG"
+# Partitions of each topic the application creates on Kafka (default 1): one run's events
+# stay in one partition, so more partitions serve more runs in parallel.
+PARTITIONS_ENV = "CDB_KAFKA_PARTITIONS"
 # Set to 1 to publish market data from the engine's own process (one core only).
 SINGLE_PROCESS_ENV = "CDB_SINGLE_PROCESS"
 DEFAULT_DATA_DIR = "./var"
@@ -59,7 +62,10 @@ def settings(data_dir: str | None = None, log_url: str | None = None) -> Setting
 
 def open_log(config: Settings) -> EventLog:
     if config.on_kafka:
-        return KafkaLog(parse_kafka_url(config.log_url))
+        raw = os.environ.get(PARTITIONS_ENV, "1").strip()
+        if not raw.isdigit() or int(raw) < 1:
+            raise LogError(f"${PARTITIONS_ENV} must be a positive whole number, not {raw!r}")
+        return KafkaLog(parse_kafka_url(config.log_url), default_partitions=int(raw))
     return EmbeddedLog(config.log_dir)
 
 

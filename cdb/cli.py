@@ -211,7 +211,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise UsageError(_first_error(exc)) from None
     settings = _settings(args)
     progress = None if args.no_progress else _progress_bar(sum(s.size for s in sources))
-    log = bootstrap.open_log(settings)
+    try:
+        log = bootstrap.open_log(settings)
+    except LogError as exc:
+        raise UsageError(str(exc)) from None
     try:
         outcome = run_backtest(
             config,

@@ -124,3 +124,43 @@ def test_an_unreachable_broker_is_one_clear_error_within_bounded_time(
     assert f"cannot reach the Kafka broker at 127.0.0.1:{port}" in err
     assert len(err.strip().splitlines()) == 1
     assert time.monotonic() - started < 30
+
+
+def test_log_commands_read_kafka_too(
+    tmp_path: Path, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    on_kafka = ["--data-dir", str(tmp_path), "--log", f"kafka://{kafka_bootstrap}"]
+    run_id = f"log-commands-{next(_runs)}"
+    csv = _csv_with_bad_rows(tmp_path)
+    assert (
+        main([*on_kafka, "backtest", "--data", f"BTC_USD={csv}", "--json", "--run-id", run_id]) == 0
+    )
+    summary = orjson.loads(capsys.readouterr().out)
+    assert main([*on_kafka, "log", "topics", "--json"]) == 0
+    listed = {t["topic"] for t in orjson.loads(capsys.readouterr().out)}
+    assert {"market_data", "signals", "orders", "order_results", "alerts", "runs"} <= listed
+    with KafkaLog(kafka_bootstrap) as kafka:
+        first = next(
+            r.offset for r in kafka.read("market_data", 0, verify=False) if r.key == run_id
+        )
+    assert (
+        main(
+            [
+                *on_kafka,
+                "log",
+                "read",
+                "--topic",
+                "market_data",
+                "--from-offset",
+                str(first + 10),
+                "--to-offset",
+                str(first + 13),
+            ]
+        )
+        == 0
+    )
+    records = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["offset"] for r in records] == [first + 10, first + 11, first + 12]
+    assert [r["value"]["sequence"] for r in records] == [10, 11, 12]
+    assert main([*on_kafka, "log", "digest", "--run-id", run_id]) == 0
+    assert capsys.readouterr().out.strip() == summary["log_digest"]
