@@ -2,7 +2,7 @@
 
 Two measurements on the same seeded synthetic 1-minute candles, each run id fresh:
 
-- worker: one `cdb worker` (the faust agent) already running; the clock starts when
+- worker: one `cdb worker` (the faust agent), started and ready; the clock starts when
   ingestion starts publishing the run and stops when the run's `run_completed` event is in
   the `runs` topic, so publishing, the agent and every output topic are inside it;
 - backtest: `cdb backtest --log kafka://...` as one process (ingestion, the engine reading
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,20 +68,9 @@ def start_tansu(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     sys.exit("the Tansu broker did not start")
 
 
-def run_completed(bootstrap: str, run_id: str) -> bool:
-    from streams import topics
-    from streams.kafka_log import KafkaLog
-
-    with KafkaLog(bootstrap) as kafka:
-        return any(
-            record.key == run_id and b'"run_completed"' in record.value
-            for partition in range(kafka.partitions(topics.RUNS))
-            for record in kafka.read(topics.RUNS, partition, verify=False)
-        )
-
-
 def measure_worker(bootstrap: str, csv: Path, run_id: str, workdir: Path) -> float:
     from domain.run_config import BacktestConfig
+    from streams import topics
     from streams.backtest import prepare_run
     from streams.broker_backtest import publish_input
     from streams.csv_source import CsvCandleSource
@@ -92,29 +82,20 @@ def measure_worker(bootstrap: str, csv: Path, run_id: str, workdir: Path) -> flo
     with KafkaLog(bootstrap) as kafka:
         metadata = prepare_run(config, [source], kafka, run_id)
         publish_input(metadata, [source], kafka)
-    while not run_completed(bootstrap, run_id):
-        time.sleep(0.2)
-    return time.perf_counter() - started
+        # Watch `runs` from where it stands now: one connection, only the new records.
+        partition = topics.partition_for(run_id, kafka.partitions(topics.RUNS))
+        seen = 0
+        while True:
+            for record in kafka.read(topics.RUNS, partition, seen, verify=False):
+                seen = record.offset + 1
+                if record.key == run_id and b'"run_completed"' in record.value:
+                    return time.perf_counter() - started
+            time.sleep(0.02)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("--candles", type=int, default=200_000)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--bootstrap", help="use this broker instead of starting Tansu")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cdb-bench")
-    args = parser.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    csv = write_candles(
-        args.workdir / f"syn_{args.candles}_{args.seed}.csv", args.candles, args.seed
-    )
-    tansu = None
-    if args.bootstrap:
-        bootstrap = args.bootstrap
-    else:
-        tansu, bootstrap = start_tansu(args.workdir)
-    worker_log = args.workdir / "worker.log"
+def with_worker(bootstrap: str, workdir: Path, measure: Callable[[], float]) -> float:
+    """Start one `cdb worker`, wait until it is ready, measure, stop it."""
+    worker_log = workdir / "worker.log"
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -134,17 +115,49 @@ def main() -> None:
         deadline = time.monotonic() + 120
         while b"Worker]: Ready" not in worker_log.read_bytes():
             if worker.poll() is not None or time.monotonic() > deadline:
-                sys.exit("the worker did not start: see " + str(worker_log))
+                sys.exit(f"the worker did not start: see {worker_log}")
             time.sleep(0.2)
-        stamp = os.getpid()
-        worker_walls = []
-        for i in range(args.runs):
+        return measure()
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--candles", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--bootstrap", help="use this broker instead of starting Tansu")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cdb-bench")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    csv = write_candles(
+        args.workdir / f"syn_{args.candles}_{args.seed}.csv", args.candles, args.seed
+    )
+    stamp = os.getpid()
+    worker_walls: list[float] = []
+    backtest_walls: list[float] = []
+    for i in range(args.runs):
+        # A fresh broker for each measurement, so no run shares it with another's traffic.
+        tansu, bootstrap = (None, args.bootstrap) if args.bootstrap else start_tansu(args.workdir)
+        try:
             print(f"  worker: run {i + 1}/{args.runs}", file=sys.stderr, flush=True)
             worker_walls.append(
-                measure_worker(bootstrap, csv, f"bench-w-{stamp}-{i}", args.workdir)
+                with_worker(
+                    bootstrap,
+                    args.workdir,
+                    lambda b=bootstrap, n=i: measure_worker(
+                        b, csv, f"bench-w-{stamp}-{n}", args.workdir
+                    ),
+                )
             )
-        backtest_walls = []
-        for i in range(args.runs):
+        finally:
+            if tansu is not None:
+                tansu.terminate()
+                tansu.wait(timeout=10)
+        tansu, bootstrap = (None, args.bootstrap) if args.bootstrap else start_tansu(args.workdir)
+        try:
             print(f"  backtest: run {i + 1}/{args.runs}", file=sys.stderr, flush=True)
             data_dir = tempfile.mkdtemp(dir=args.workdir)
             started = time.perf_counter()
@@ -170,12 +183,10 @@ def main() -> None:
                 capture_output=True,
             )
             backtest_walls.append(time.perf_counter() - started)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-        if tansu is not None:
-            tansu.terminate()
-            tansu.wait(timeout=10)
+        finally:
+            if tansu is not None:
+                tansu.terminate()
+                tansu.wait(timeout=10)
     lines = [
         f"Command: `python3 bench/bench_broker.py --candles {args.candles} --runs {args.runs}`",
         "",
