@@ -186,7 +186,8 @@ def build_app(bootstrap: str) -> object:
             events: list[Event] = []
             for value in values:
                 events.extend(processor.on_record(value))
-            await publish(output.fresh(events))
+            # A stop (SIGTERM) waits for the batch in flight to be written, not half of it.
+            await asyncio.shield(publish(output.fresh(events)))
 
     return app
 
