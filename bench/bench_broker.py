@@ -2,7 +2,8 @@
 
 Two measurements on the same seeded synthetic 1-minute candles, each run id fresh:
 
-- worker: one `cdb worker` (the faust agent), started and ready; the clock starts when
+- worker: one `cdb worker` (the faust agent), started, its start-up refold done; the clock
+  starts when
   ingestion starts publishing the run and stops when the run's `run_completed` event is in
   the `runs` topic, so publishing, the agent and every output topic are inside it;
 - backtest: `cdb backtest --log kafka://...` as one process (ingestion, the engine reading
@@ -113,7 +114,9 @@ def with_worker(bootstrap: str, workdir: Path, measure: Callable[[], float]) -> 
     )
     try:
         deadline = time.monotonic() + 120
-        while b"Worker]: Ready" not in worker_log.read_bytes():
+        # Ready means faust has joined the group and the start-up refold is done, so the
+        # run measured is processed by the agent, not by the refold.
+        while b"engine ready" not in worker_log.read_bytes():
             if worker.poll() is not None or time.monotonic() > deadline:
                 sys.exit(f"the worker did not start: see {worker_log}")
             time.sleep(0.2)

@@ -174,6 +174,7 @@ def build_app(bootstrap: str) -> object:
         state.update(processor=processor, output=output, partitions=partitions)
         await publish(pending)
         state["ready"].set()  # type: ignore[attr-defined]
+        log.info("engine ready: refolded the log, %d events written on the way", len(pending))
 
     state["ready"] = asyncio.Event()
 
