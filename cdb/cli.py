@@ -29,7 +29,7 @@ from projections.report import render_report
 from streams.backtest import BacktestOutcome, RunIdError, run_backtest
 from streams.csv_source import CsvCandleSource, DataSourceError, parse_data_spec
 from streams.digest import log_digest
-from streams.log_port import EventLog, LogError
+from streams.log_port import EventLog, LogError, describe
 
 EXIT_USAGE = 2
 
@@ -375,7 +375,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 def _log_command(log: EventLog, args: argparse.Namespace) -> int:
     if args.log_command == "topics":
-        infos = log.describe()
+        infos = describe(log)
         if args.json:
             payload = [
                 {"topic": i.name, "partitions": i.partitions, "end_offsets": list(i.end_offsets)}

@@ -283,16 +283,6 @@ class EmbeddedLog:
             return []
         return sorted(p.parent.name for p in self.root.glob("*/topic.json"))
 
-    def describe(self) -> list[TopicInfo]:
-        return [
-            TopicInfo(
-                name,
-                self.partitions(name),
-                tuple(self.end_offset(name, p) for p in range(self.partitions(name))),
-            )
-            for name in self.topic_names()
-        ]
-
     # -- writing ------------------------------------------------------------------------------
 
     def open_for_writing(self) -> None:

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streams.log_port import LogError, Record, TopicInfo
+from streams.log_port import LogError, Record
 from streams.topics import partition_for, retention_ms
 
 _T = TypeVar("_T")
@@ -163,16 +163,6 @@ class KafkaLog:
     def topic_names(self) -> list[str]:
         names = self._run(self._admin_client().list_topics(), self.connect_timeout_s)
         return sorted(n for n in names if not n.startswith("__"))
-
-    def describe(self) -> list[TopicInfo]:
-        return [
-            TopicInfo(
-                name,
-                self.partitions(name),
-                tuple(self.end_offset(name, p) for p in range(self.partitions(name))),
-            )
-            for name in self.topic_names()
-        ]
 
     # -- writing ------------------------------------------------------------------------------
 

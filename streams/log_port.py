@@ -49,8 +49,6 @@ class EventLog(Protocol):
 
     def topic_names(self) -> list[str]: ...
 
-    def describe(self) -> list[TopicInfo]: ...
-
     def open_for_writing(self) -> None: ...
 
     def append(self, topic: str, key: str, records: list[tuple[int, bytes]]) -> tuple[int, int]:
@@ -76,3 +74,15 @@ class EventLog(Protocol):
     def offset_for_time(self, topic: str, partition: int, timestamp: int) -> int: ...
 
     def close(self) -> None: ...
+
+
+def describe(log: EventLog) -> list[TopicInfo]:
+    """Every topic of ``log`` with its partitions and their end offsets."""
+    return [
+        TopicInfo(
+            name,
+            log.partitions(name),
+            tuple(log.end_offset(name, p) for p in range(log.partitions(name))),
+        )
+        for name in log.topic_names()
+    ]

@@ -10,7 +10,7 @@ import pytest
 
 from streams.embedded_log import EmbeddedLog
 from streams.kafka_log import KafkaLog
-from streams.log_port import EventLog, LogError
+from streams.log_port import EventLog, LogError, describe
 from streams.topics import partition_for
 
 _names = itertools.count()
@@ -102,7 +102,7 @@ def test_describe_counts_every_record(log: EventLog) -> None:
     log.create_topic(topic, 2)
     log.append(topic, "run-1", _records(5))
     log.commit()
-    info = next(i for i in log.describe() if i.name == topic)
+    info = next(i for i in describe(log) if i.name == topic)
     assert info.partitions == 2 and info.records == 5
 
 

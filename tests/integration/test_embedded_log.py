@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from streams.embedded_log import SEGMENT_NAME, EmbeddedLog, LogError
+from streams.log_port import describe
 from streams.topics import partition_for
 
 
@@ -35,7 +36,7 @@ def test_append_and_read_offset_ranges(tmp_path: Path) -> None:
     reader = EmbeddedLog(tmp_path)
     assert [r.offset for r in reader.read("t", 0)] == [0, 1, 2, 3, 4]
     assert reader.end_offset("t", 0) == 5
-    assert reader.describe()[0].records == 5
+    assert describe(reader)[0].records == 5
 
 
 def test_keys_stay_in_one_partition(tmp_path: Path) -> None:
