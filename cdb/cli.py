@@ -6,6 +6,7 @@ Bad input gives one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -485,6 +486,10 @@ _EXPECTED_ERRORS = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "worker":
+        # The Kafka client logs every failed connection attempt; cdb reports the outcome
+        # itself, in one line.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     handlers = {
         "backtest": cmd_backtest,
         "log": cmd_log,
