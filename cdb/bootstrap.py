@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
-from projections.store import open_store, sqlite_url
+from projections.store import normalise_store_url, open_store, sqlite_url
 from streams.embedded_log import EmbeddedLog
 from streams.kafka_log import KafkaLog, parse_kafka_url
 from streams.log_port import EventLog, LogError
@@ -19,6 +19,9 @@ from streams.log_port import EventLog, LogError
 DATA_DIR_ENV = "CDB_DATA_DIR"
 # Where the log lives: "embedded" (under the data directory) or kafka://HOST:PORT.
 LOG_ENV = "CDB_LOG"
+# Where the read models live: sqlite:///FILE (default: projections.sqlite in the data
+# directory) or postgresql://USER:PASSWORD@HOST:PORT/claire_de_binare.
+STORE_ENV = "CDB_STORE_URL"
 # Partitions of each topic the application creates on Kafka (default 1): one run's events
 # stay in one partition, so more partitions serve more runs in parallel.
 PARTITIONS_ENV = "CDB_KAFKA_PARTITIONS"
@@ -32,6 +35,7 @@ class Settings:
     data_dir: Path
     single_process: bool = False
     log_url: str = "embedded"
+    store: str | None = None
 
     @property
     def on_kafka(self) -> bool:
@@ -47,17 +51,28 @@ class Settings:
 
     @property
     def store_url(self) -> str:
-        return sqlite_url(self.data_dir)
+        return self.store or sqlite_url(self.data_dir)
+
+    @property
+    def store_location(self) -> str:
+        if self.store is None:
+            return str(self.data_dir / "projections.sqlite")
+        return make_url(self.store).render_as_string(hide_password=True)
 
 
-def settings(data_dir: str | None = None, log_url: str | None = None) -> Settings:
+def settings(
+    data_dir: str | None = None, log_url: str | None = None, store_url: str | None = None
+) -> Settings:
     """``--data-dir`` wins, then ``$CDB_DATA_DIR``, then ``./var``; the same for ``--log``."""
     chosen = data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
     single = os.environ.get(SINGLE_PROCESS_ENV, "").strip().lower() in {"1", "true", "yes"}
     log = (log_url or os.environ.get(LOG_ENV) or "embedded").strip()
     if log != "embedded":
         parse_kafka_url(log)  # refuses anything else with one clear line
-    return Settings(Path(chosen), single_process=single, log_url=log)
+    store = store_url or os.environ.get(STORE_ENV) or None
+    if store is not None:
+        store = normalise_store_url(store.strip())  # refuses anything else in one line
+    return Settings(Path(chosen), single_process=single, log_url=log, store=store)
 
 
 def open_log(config: Settings) -> EventLog:

@@ -27,6 +27,7 @@ from projections import tables
 from projections.digest import projection_digest
 from projections.projector import ProjectionError, catch_up
 from projections.report import render_report
+from projections.store import StoreError
 from streams.backtest import BacktestOutcome, RunIdError, run_backtest
 from streams.csv_source import CsvCandleSource, DataSourceError, parse_data_spec
 from streams.digest import log_digest
@@ -64,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the log: 'embedded' (default, under the data directory) or kafka://HOST:PORT "
         f"(default ${bootstrap.LOG_ENV})",
+    )
+    places.add_argument(
+        "--store",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="the read models: sqlite:///FILE (default, in the data directory) or "
+        f"postgresql://USER:PASSWORD@HOST:PORT/claire_de_binare (default ${bootstrap.STORE_ENV})",
     )
     parser = _Parser(
         prog="cdb", description="Claire de Binare: event-sourced paper trading.", parents=[places]
@@ -139,8 +147,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> bootstrap.Settings:
     try:
-        return bootstrap.settings(getattr(args, "data_dir", None), getattr(args, "log", None))
-    except LogError as exc:
+        return bootstrap.settings(
+            getattr(args, "data_dir", None),
+            getattr(args, "log", None),
+            getattr(args, "store", None),
+        )
+    except (LogError, StoreError) as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -302,6 +314,7 @@ def _summary(
         "projection_digest": proj_digest,
         "data_dir": str(settings.data_dir),
         "log": settings.log_location,
+        "store": settings.store_location,
         "report": str(report) if report else None,
         "elapsed_s": round(elapsed, 3),
     }
@@ -335,8 +348,7 @@ def _print_summary(
         f"   profit factor {_fmt(s['profit_factor'])}   expectancy {_fmt(s['expectancy'])}",
         f"  alerts         {alerts}",
         f"  log            {s['log']}   log_digest {s['log_digest']}",
-        f"  read models    {s['data_dir']}/projections.sqlite"
-        f"   projection_digest {s['projection_digest']}",
+        f"  read models    {s['store']}   projection_digest {s['projection_digest']}",
     ]
     if s["report"]:
         lines.append(f"  report         {s['report']}")

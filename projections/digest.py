@@ -19,15 +19,20 @@ def projection_digest(engine: Engine, run_id: str | None = None) -> str:
     outer = hashlib.sha256()
     with engine.connect() as conn:
         for table in sorted(READ_MODELS, key=lambda t: t.name):
-            query = select(table).order_by(*table.primary_key.columns)
+            query = select(table)
             if run_id is not None:
                 query = query.where(table.c.run_id == run_id)
+            # Sorted here, not by the database: string order depends on its collation.
+            keys = [table.c.keys().index(c.name) for c in table.primary_key.columns]
+            rows = sorted(
+                (tuple(row) for row in conn.execute(query)),
+                key=lambda row: tuple(row[i] for i in keys),
+            )
             inner = hashlib.sha256()
-            count = 0
-            for row in conn.execute(query):
+            for row in rows:
                 inner.update(orjson.dumps(list(row)))
                 inner.update(b"\n")
-                count += 1
+            count = len(rows)
             columns = ",".join(c.name for c in table.columns)
             outer.update(f"{table.name}\t{columns}\t{count}\t{inner.hexdigest()}\n".encode())
     return outer.hexdigest()

@@ -6,20 +6,42 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from projections.tables import metadata
+
+DATABASE_NAME = "claire_de_binare"  # R18: the database name, exactly
+
+
+class StoreError(ValueError):
+    """A store URL that cannot be used; the message is one line for the user."""
 
 
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir) / 'projections.sqlite'}"
 
 
+def normalise_store_url(url: str) -> str:
+    """SQLite as given; Postgres through psycopg 3, and only the database claire_de_binare."""
+    if url.startswith("sqlite:"):
+        return url
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            normalised = "postgresql+psycopg://" + url[len(prefix) :]
+            database = make_url(normalised).database
+            if database != DATABASE_NAME:
+                raise StoreError(
+                    f"the Postgres database must be named {DATABASE_NAME!r}, not {database!r}"
+                )
+            return normalised
+    raise StoreError(f"not a store URL: {url!r} (expected sqlite:///FILE or postgresql://...)")
+
+
 def open_store(url: str) -> Engine:
     """Create the engine and the schema (idempotent)."""
-    engine = create_engine(url)
+    engine = create_engine(normalise_store_url(url))
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

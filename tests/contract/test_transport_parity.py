@@ -90,7 +90,7 @@ def test_cli_backtest_on_kafka_prints_the_embedded_summary(
         == 0
     )
     kafka = orjson.loads(capsys.readouterr().out)
-    varying = {"elapsed_s", "data_dir", "log"}
+    varying = {"elapsed_s", "data_dir", "log", "store"}
     assert {k: v for k, v in kafka.items() if k not in varying} == {
         k: v for k, v in embedded.items() if k not in varying
     }
