@@ -25,7 +25,7 @@ from domain.run_config import BacktestConfig
 from domain.strategies import STRATEGIES, StrategyConfigError
 from projections import tables
 from projections.digest import projection_digest
-from projections.projector import ProjectionError, catch_up
+from projections.projector import ProjectionError, catch_up, rebuild
 from projections.report import render_report
 from projections.store import StoreError
 from streams.backtest import BacktestOutcome, RunIdError, run_backtest
@@ -128,6 +128,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     digest.add_argument("--topic", action="append", help="only these topics (repeatable)")
     digest.add_argument("--run-id", help="only events of this run")
+
+    projections = commands.add_parser(
+        "projections", help="rebuild or digest the read models", parents=[places]
+    )
+    projection_commands = projections.add_subparsers(
+        dest="projections_command", required=True, parser_class=_Parser
+    )
+    rebuild = projection_commands.add_parser(
+        "rebuild",
+        help="refold read models from offset zero, switching over atomically",
+        parents=[places],
+    )
+    rebuild.add_argument("--projection", metavar="NAME", help="only this table")
+    rebuild.add_argument("--run-id", help="print the digest of this run's rows")
+    pdigest = projection_commands.add_parser(
+        "digest", help="sha256 over the read models as they are", parents=[places]
+    )
+    pdigest.add_argument("--run-id", help="only this run's rows")
 
     worker = commands.add_parser(
         "worker",
@@ -238,24 +256,26 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             parallel=not settings.single_process,
         )
         engine = bootstrap.open_read_models(settings)
-        catch_up(log, engine, until=outcome.written)
+        try:
+            catch_up(log, engine, until=outcome.written)
+            proj_digest = projection_digest(engine, outcome.run_id)
+            with engine.connect() as conn:
+                run = (
+                    conn.execute(select(tables.runs).where(tables.runs.c.run_id == outcome.run_id))
+                    .mappings()
+                    .one()
+                )
+                raised = conn.execute(
+                    select(tables.alerts.c.level, tables.alerts.c.code, tables.alerts.c.timestamp)
+                    .where(tables.alerts.c.run_id == outcome.run_id)
+                    .order_by(tables.alerts.c.sequence)
+                ).all()
+            if args.report:
+                _write_report(args.report, render_report(engine, outcome.run_id))
+        finally:
+            engine.dispose()
     finally:
         log.close()
-    proj_digest = projection_digest(engine, outcome.run_id)
-    with engine.connect() as conn:
-        run = (
-            conn.execute(select(tables.runs).where(tables.runs.c.run_id == outcome.run_id))
-            .mappings()
-            .one()
-        )
-        raised = conn.execute(
-            select(tables.alerts.c.level, tables.alerts.c.code, tables.alerts.c.timestamp)
-            .where(tables.alerts.c.run_id == outcome.run_id)
-            .order_by(tables.alerts.c.sequence)
-        ).all()
-    if args.report:
-        _write_report(args.report, render_report(engine, outcome.run_id))
-    engine.dispose()
     elapsed = time.perf_counter() - started
     summary = _summary(outcome, run, proj_digest, elapsed, settings, args.report)
     if args.json:
@@ -467,6 +487,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- projections ------------------------------------------------------------------------------
+
+
+def cmd_projections(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engine = bootstrap.open_read_models(settings)
+    try:
+        if args.projections_command == "rebuild":
+            log = _existing_log(args)
+            try:
+                done = rebuild(log, engine, args.projection)
+            finally:
+                log.close()
+            what = args.projection or "all read models"
+            sys.stderr.write(f"rebuilt {what} from {done.events:,} events\n")
+        sys.stdout.write(projection_digest(engine, args.run_id) + "\n")
+    finally:
+        engine.dispose()
+    return 0
+
+
 # -- worker -----------------------------------------------------------------------------------
 
 
@@ -503,6 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # itself, in one line.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     handlers = {
+        "projections": cmd_projections,
         "backtest": cmd_backtest,
         "log": cmd_log,
         "report": cmd_report,

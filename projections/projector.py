@@ -12,12 +12,13 @@ Guarantees:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Connection, Engine, Table, delete, select
 
 from domain.events import (
     Alert,
@@ -33,6 +34,7 @@ from domain.events import (
 )
 from projections import tables
 from projections.store import upsert
+from projections.tables import READ_MODELS
 from streams import topics
 from streams.codec import DecodeError, decode
 from streams.log_port import EventLog, Record
@@ -41,8 +43,12 @@ PROJECTOR = "read_models"
 
 
 def projector_name(log: EventLog) -> str:
-    """Checkpoints are positions in one log: each log has its own."""
-    return PROJECTOR if log.identity == "embedded" else f"{PROJECTOR}@{log.identity}"
+    """Checkpoints are positions in one log: each log has its own, so several logs (data
+    directories, brokers) can project into one shared store."""
+    identity = log.identity
+    if len(identity) > 80:
+        identity = hashlib.sha256(identity.encode()).hexdigest()[:32]
+    return f"{PROJECTOR}@{identity}"
 
 
 SOURCE_TOPICS: tuple[str, ...] = (
@@ -251,8 +257,16 @@ class ProjectionProgress:
 
 
 def _apply(
-    engine: Engine, projector: str, topic: str, partition: int, records: list[Record]
+    conn: Connection,
+    projector: str,
+    topic: str,
+    partition: int,
+    records: list[Record],
+    only: str | None = None,
+    checkpoint_to: bool = True,
 ) -> None:
+    """Write the rows ``records`` produce (of table ``only``, if given) and, with
+    ``checkpoint_to``, the position reached, in the caller's transaction."""
     groups: dict[tuple[str, tuple[str, ...]], tuple[Table, dict[tuple[Any, ...], Row]]] = {}
     for record in records:
         try:
@@ -265,15 +279,16 @@ def _apply(
         if handler is None:
             continue
         for table, row in handler(event):
+            if only is not None and table.name != only:
+                continue
             key = (table.name, tuple(row))
             _, rows = groups.setdefault(key, (table, {}))
             pk = tuple(row[c.name] for c in table.primary_key.columns)
             rows.pop(pk, None)  # the latest event for a key wins, as it would row by row
             rows[pk] = row
-    next_offset = records[-1].offset + 1
-    with engine.begin() as conn:
-        for table, rows in groups.values():
-            upsert(conn, table, list(rows.values()))
+    for table, rows in groups.values():
+        upsert(conn, table, list(rows.values()))
+    if checkpoint_to:
         upsert(
             conn,
             tables.checkpoints,
@@ -282,22 +297,26 @@ def _apply(
                     "projector": projector,
                     "topic": topic,
                     "partition": partition,
-                    "next_offset": next_offset,
+                    "next_offset": records[-1].offset + 1,
                 }
             ],
         )
 
 
+def _checkpoints(conn: Connection, projector: str) -> dict[tuple[str, int], int]:
+    rows = conn.execute(
+        select(
+            tables.checkpoints.c.topic,
+            tables.checkpoints.c.partition,
+            tables.checkpoints.c.next_offset,
+        ).where(tables.checkpoints.c.projector == projector)
+    )
+    return {(topic, int(partition)): int(offset) for topic, partition, offset in rows}
+
+
 def checkpoint(engine: Engine, projector: str, topic: str, partition: int) -> int:
     with engine.connect() as conn:
-        value = conn.execute(
-            select(tables.checkpoints.c.next_offset).where(
-                tables.checkpoints.c.projector == projector,
-                tables.checkpoints.c.topic == topic,
-                tables.checkpoints.c.partition == partition,
-            )
-        ).scalar()
-    return int(value) if value is not None else 0
+        return _checkpoints(conn, projector).get((topic, partition), 0)
 
 
 def catch_up(
@@ -308,9 +327,10 @@ def catch_up(
 ) -> ProjectionProgress:
     """Fold every record the projector has not yet applied; return how much it did.
 
-    With ``until`` (end offsets by topic and partition, e.g. what a run just wrote), fold
-    exactly up to them and leave other partitions alone: no waiting to learn where a
-    partition ends, which on a broker takes a round of idle fetches.
+    Each batch and its checkpoint are one transaction. With ``until`` (end offsets by topic
+    and partition, e.g. what a run just wrote), fold exactly up to them and leave other
+    partitions alone: no waiting to learn where a partition ends, which on a broker takes
+    a round of idle fetches.
     """
     progress = ProjectionProgress()
     projector = projector_name(log)
@@ -322,19 +342,74 @@ def catch_up(
             end = None if until is None else until.get((topic, partition))
             if until is not None and end is None:
                 continue
-            batch: list[Record] = []
             start = checkpoint(engine, projector, topic, partition)
             if end is not None and start >= end:
                 continue
-            for record in log.read(topic, partition, start, end):
-                batch.append(record)
-                if len(batch) >= batch_size:
-                    _apply(engine, projector, topic, partition, batch)
-                    progress.events += len(batch)
-                    progress.batches += 1
-                    batch = []
-            if batch:
-                _apply(engine, projector, topic, partition, batch)
+            for batch in _batches(log.read(topic, partition, start, end), batch_size):
+                with engine.begin() as conn:
+                    _apply(conn, projector, topic, partition, batch)
                 progress.events += len(batch)
                 progress.batches += 1
     return progress
+
+
+def rebuild(
+    log: EventLog, engine: Engine, projection: str | None = None, batch_size: int = BATCH_SIZE
+) -> ProjectionProgress:
+    """Refold read models from offset zero; readers see the old tables until it is done.
+
+    Everything happens in one transaction, so no reader ever sees a half-built table (the
+    database's snapshot isolation keeps showing them the old rows) and a failure leaves the
+    old tables as they were. Without ``projection`` all read models are refolded up to the
+    end of the log, with new checkpoints; with it, only that table, up to the positions the
+    other tables have reached, so it matches them.
+    """
+    by_name = {table.name: table for table in READ_MODELS}
+    if projection is not None and projection not in by_name:
+        raise ProjectionError(
+            f"unknown projection {projection!r} (projections: {', '.join(sorted(by_name))})"
+        )
+    progress = ProjectionProgress()
+    projector = projector_name(log)
+    available = set(log.topic_names())
+    with engine.begin() as conn:
+        reached = _checkpoints(conn, projector)
+        targets = [by_name[projection]] if projection is not None else list(READ_MODELS)
+        for table in targets:
+            conn.execute(delete(table))
+        if projection is None:
+            conn.execute(
+                delete(tables.checkpoints).where(tables.checkpoints.c.projector == projector)
+            )
+        for topic in SOURCE_TOPICS:
+            if topic not in available:
+                continue
+            for partition in range(log.partitions(topic)):
+                end = reached.get((topic, partition), 0) if projection is not None else None
+                if end == 0:
+                    continue
+                records = log.read(topic, partition, 0, end)
+                for batch in _batches(records, batch_size):
+                    _apply(
+                        conn,
+                        projector,
+                        topic,
+                        partition,
+                        batch,
+                        projection,
+                        checkpoint_to=projection is None,
+                    )
+                    progress.events += len(batch)
+                    progress.batches += 1
+    return progress
+
+
+def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -150,7 +150,7 @@ dead_letters = Table(
 checkpoints = Table(
     "projector_checkpoints",
     metadata,
-    Column("projector", String(64), primary_key=True),
+    Column("projector", String(128), primary_key=True),
     Column("topic", String(128), primary_key=True),
     Column("partition", Integer, primary_key=True),
     Column("next_offset", BigInteger, nullable=False),

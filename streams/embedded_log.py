@@ -240,7 +240,7 @@ class EmbeddedLog:
         """``lock=False`` is for a helper process of the lock holder: it writes partitions
         the holder leaves alone, under the holder's lock."""
         self.root = Path(root)
-        self.identity = "embedded"
+        self.identity = f"embedded:{self.root.resolve()}"
         self._take_lock = lock
         self.default_partitions = default_partitions
         self._writers: dict[tuple[str, int], _PartitionWriter] = {}

@@ -41,7 +41,7 @@ class TopicInfo:
 
 
 class EventLog(Protocol):
-    identity: str  # "embedded", or the broker's address: keys the projectors' checkpoints
+    identity: str  # which log this is (its directory, or its broker): keys checkpoints
 
     def create_topic(self, topic: str, partitions: int | None = None) -> int: ...
 
