@@ -268,13 +268,23 @@ def _apply(
     """Write the rows ``records`` produce (of table ``only``, if given) and, with
     ``checkpoint_to``, the position reached, in the caller's transaction."""
     groups: dict[tuple[str, tuple[str, ...]], tuple[Table, dict[tuple[Any, ...], Row]]] = {}
+    dead: list[Row] = []
     for record in records:
         try:
             event: Event = decode(record.value)
         except DecodeError as exc:
-            raise ProjectionError(
-                f"{topic}/{partition} offset {record.offset} cannot be decoded: {exc}"
-            ) from None
+            # Bad input never stops the projector and never vanishes: it is recorded.
+            dead.append(
+                {
+                    "projector": projector,
+                    "topic": topic,
+                    "partition": partition,
+                    "offset": record.offset,
+                    "reason": str(exc)[:2000],
+                    "raw": record.value.decode("utf-8", errors="replace")[:10_000],
+                }
+            )
+            continue
         handler = HANDLERS.get(event.type)
         if handler is None:
             continue
@@ -288,6 +298,8 @@ def _apply(
             rows[pk] = row
     for table, rows in groups.values():
         upsert(conn, table, list(rows.values()))
+    if dead and only is None:
+        upsert(conn, tables.projection_dead_letters, dead)
     if checkpoint_to:
         upsert(
             conn,

@@ -156,6 +156,20 @@ checkpoints = Table(
     Column("next_offset", BigInteger, nullable=False),
 )
 
+# Records a projector could not use (not JSON, not a known event, failing validation),
+# kept with the raw payload and the reason instead of stopping the projector. Positions
+# differ between logs, so like the checkpoints it is not part of the projection digest.
+projection_dead_letters = Table(
+    "projection_dead_letters",
+    metadata,
+    Column("projector", String(128), primary_key=True),
+    Column("topic", String(128), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("offset", BigInteger, primary_key=True),
+    Column("reason", Text),
+    Column("raw", Text),
+)
+
 READ_MODELS: tuple[Table, ...] = (
     alerts,
     dead_letters,

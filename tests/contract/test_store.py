@@ -135,3 +135,35 @@ def test_readers_never_see_a_half_built_rebuild(
     with store.connect() as conn:
         after = conn.execute(select(func.count()).select_from(tables.trades)).scalar_one()
     assert after == before
+
+
+def test_an_undecodable_event_is_recorded_and_the_projector_goes_on(
+    store: Engine, tmp_path: Path
+) -> None:
+    from streams.codec import encode
+    from tests.domain.builders import sample_events
+
+    log = EmbeddedLog(tmp_path / "bad-log")
+    try:
+        log.create_topic("alerts")
+        good = [sample_events()["alert"]]
+        records = [(0, b"not json"), (0, b'{"type":"alert","run_id":"r"}')]
+        records += [(e.timestamp, encode(e)) for e in good]
+        log.append("alerts", "r", records)
+        log.commit()
+        progress = catch_up(log, store)
+        assert progress.events == len(records)
+        with store.connect() as conn:
+            dead = conn.execute(
+                select(
+                    tables.projection_dead_letters.c.offset, tables.projection_dead_letters.c.raw
+                ).order_by(tables.projection_dead_letters.c.offset)
+            ).all()
+            alerts = conn.execute(select(func.count()).select_from(tables.alerts)).scalar_one()
+        assert [(offset, raw) for offset, raw in dead] == [
+            (0, "not json"),
+            (1, '{"type":"alert","run_id":"r"}'),
+        ]
+        assert alerts == len(good) >= 1
+    finally:
+        log.close()
