@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from cdb import bootstrap
 from cdb.risk_file import RiskConfigError, load_risk_config
@@ -128,6 +130,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     digest.add_argument("--topic", action="append", help="only these topics (repeatable)")
     digest.add_argument("--run-id", help="only events of this run")
+
+    project = commands.add_parser(
+        "project",
+        help="follow the log into the read models until stopped (or --once)",
+        parents=[places],
+    )
+    project.add_argument("--once", action="store_true", help="catch up, then exit")
+    project.add_argument("--batch-size", type=int, default=2000, help="events per transaction")
+    project.add_argument("--poll", type=float, default=0.5, help="seconds between idle polls")
 
     projections = commands.add_parser(
         "projections", help="rebuild or digest the read models", parents=[places]
@@ -487,6 +498,61 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- project --------------------------------------------------------------------------------
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    """Fold the log into the read models, batch by batch, until SIGTERM or SIGINT.
+
+    Each batch is one transaction with its checkpoint, so a kill at any moment loses or
+    doubles nothing. A store that goes away is retried with backoff, never given up on.
+    """
+    if args.batch_size < 1 or args.poll <= 0:
+        raise UsageError("--batch-size and --poll must be positive")
+    settings = _settings(args)
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    log = _existing_log(args)
+    engine = None
+    backoff = 0.0
+    try:
+        while not stopping:
+            try:
+                if engine is None:
+                    engine = bootstrap.open_read_models(settings)
+                done = catch_up(log, engine, batch_size=args.batch_size)
+            except OperationalError as exc:
+                backoff = min(max(backoff * 2, 0.5), 10.0)
+                reason = str(exc.orig or exc).splitlines()[0]
+                sys.stderr.write(
+                    f"cdb project: store unavailable ({reason}); retry in {backoff:g} s\n"
+                )
+                if engine is not None:
+                    engine.dispose()
+                    engine = None
+                time.sleep(backoff)
+                continue
+            backoff = 0.0
+            if done.events:
+                sys.stderr.write(f"cdb project: {done.events:,} events folded\n")
+            if args.once:
+                break
+            if not done.events:
+                time.sleep(args.poll)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if engine is not None:
+            engine.dispose()
+        log.close()
+    return 0
+
+
 # -- projections ------------------------------------------------------------------------------
 
 
@@ -544,6 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # itself, in one line.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     handlers = {
+        "project": cmd_project,
         "projections": cmd_projections,
         "backtest": cmd_backtest,
         "log": cmd_log,
