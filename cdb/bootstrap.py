@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import Engine, make_url
 
@@ -60,16 +61,51 @@ class Settings:
         return make_url(self.store).render_as_string(hide_password=True)
 
 
+def load_dotenv(path: Path = Path(".env")) -> None:
+    """Read ``KEY=VALUE`` lines of ``.env`` (R18) into the environment; the environment wins.
+
+    Blank lines and ``#`` comments are skipped; values may be quoted. Nothing is logged:
+    the file holds secrets.
+    """
+    if not path.is_file():
+        return
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        os.environ.setdefault(key, value)
+
+
+def postgres_url_from_environment() -> str | None:
+    """The seed's POSTGRES_* settings (R14) as a store URL, when POSTGRES_HOST is given."""
+    host = os.environ.get("POSTGRES_HOST")
+    if not host:
+        return None
+    user = quote(os.environ.get("POSTGRES_USER", "claire"), safe="")
+    password = quote(os.environ.get("POSTGRES_PASSWORD", ""), safe="")
+    port = os.environ.get("POSTGRES_PORT", "5432")
+    database = os.environ.get("POSTGRES_DB", "claire_de_binare")
+    credentials = f"{user}:{password}" if password else user
+    return f"postgresql://{credentials}@{host}:{port}/{database}"
+
+
 def settings(
     data_dir: str | None = None, log_url: str | None = None, store_url: str | None = None
 ) -> Settings:
-    """``--data-dir`` wins, then ``$CDB_DATA_DIR``, then ``./var``; the same for ``--log``."""
+    """Options win, then the environment, then ``.env``, then the defaults (./var, the
+    embedded log, SQLite in the data directory)."""
+    load_dotenv()
     chosen = data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
     single = os.environ.get(SINGLE_PROCESS_ENV, "").strip().lower() in {"1", "true", "yes"}
     log = (log_url or os.environ.get(LOG_ENV) or "embedded").strip()
     if log != "embedded":
         parse_kafka_url(log)  # refuses anything else with one clear line
-    store = store_url or os.environ.get(STORE_ENV) or None
+    store = store_url or os.environ.get(STORE_ENV) or postgres_url_from_environment()
     if store is not None:
         store = normalise_store_url(store.strip())  # refuses anything else in one line
     return Settings(Path(chosen), single_process=single, log_url=log, store=store)
