@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 from sqlalchemy.exc import OperationalError
 
 from cdb import bootstrap
@@ -29,7 +29,7 @@ from projections import tables
 from projections.digest import projection_digest
 from projections.projector import ProjectionError, catch_up, rebuild
 from projections.report import render_report
-from projections.store import StoreError
+from projections.store import StoreError, normalise_store_url, upgrade
 from streams.backtest import BacktestOutcome, RunIdError, run_backtest
 from streams.csv_source import CsvCandleSource, DataSourceError, parse_data_spec
 from streams.digest import log_digest
@@ -130,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     digest.add_argument("--topic", action="append", help="only these topics (repeatable)")
     digest.add_argument("--run-id", help="only events of this run")
+
+    db = commands.add_parser("db", help="the read-model store's schema", parents=[places])
+    db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    db_commands.add_parser(
+        "upgrade", help="apply the schema migrations (Alembic)", parents=[places]
+    )
 
     project = commands.add_parser(
         "project",
@@ -498,6 +504,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- db -------------------------------------------------------------------------------------
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.store is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(normalise_store_url(settings.store_url))
+    try:
+        revision = upgrade(engine)
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).splitlines()[0]
+        raise UsageError(f"cannot reach the store {settings.store_location}: {reason}") from None
+    finally:
+        engine.dispose()
+    sys.stdout.write(f"{settings.store_location}: schema at revision {revision}\n")
+    return 0
+
+
 # -- project --------------------------------------------------------------------------------
 
 
@@ -610,6 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # itself, in one line.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     handlers = {
+        "db": cmd_db,
         "project": cmd_project,
         "projections": cmd_projections,
         "backtest": cmd_backtest,

@@ -10,8 +10,6 @@ from sqlalchemy import Engine, Table, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from projections.tables import metadata
-
 DATABASE_NAME = "claire_de_binare"  # R18: the database name, exactly
 
 
@@ -51,8 +49,31 @@ def open_store(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-    metadata.create_all(engine)
+    upgrade(engine)
     return engine
+
+
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", "projections:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Apply the schema migrations up to ``revision``; return the revision now current.
+
+    Idempotent: a store already at ``revision`` is left alone.
+    """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), revision)
+        current: str | None = MigrationContext.configure(connection).get_current_revision()
+    return current
 
 
 def upsert(

@@ -167,3 +167,25 @@ def test_an_undecodable_event_is_recorded_and_the_projector_goes_on(
         assert alerts == len(good) >= 1
     finally:
         log.close()
+
+
+def test_the_migrations_build_exactly_the_declared_schema(store: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with store.connect() as conn:
+        context = MigrationContext.configure(conn)
+        assert context.get_current_revision() == "0001"
+        assert compare_metadata(context, tables.metadata) == []
+
+
+def test_cdb_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cdb.cli import main
+
+    assert main(["--data-dir", str(tmp_path), "db", "upgrade"]) == 0
+    assert "schema at revision 0001" in capsys.readouterr().out
+    assert main(["--data-dir", str(tmp_path), "db", "upgrade"]) == 0  # idempotent
+    assert (tmp_path / "projections.sqlite").exists()
+    code = main(["--store", "postgresql://claire@127.0.0.1:1/claire_de_binare", "db", "upgrade"])
+    assert code == 2
+    assert "cannot reach the store" in capsys.readouterr().err
