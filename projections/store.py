@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import fcntl
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, make_url
+from sqlalchemy import Engine, Table, create_engine, event, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -65,12 +67,16 @@ def _alembic_config(connection: Connection) -> Any:
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """Apply the schema migrations up to ``revision``; return the revision now current.
 
-    Idempotent: a store already at ``revision`` is left alone.
+    Idempotent, and safe when several processes open the same store at once: upgraders
+    take turns (an advisory lock on Postgres, a lock file beside a SQLite database), and
+    whoever comes second finds the schema already there.
     """
     from alembic import command
     from alembic.runtime.migration import MigrationContext
 
-    with engine.begin() as connection:
+    with _migration_lock(engine), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(7262019)"))
         command.upgrade(_alembic_config(connection), revision)
         current: str | None = MigrationContext.configure(connection).get_current_revision()
     return current
@@ -107,3 +113,17 @@ def upsert(
     else:
         statement = statement.on_conflict_do_nothing(index_elements=keys)
     conn.execute(statement, list(rows))
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "wb") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
