@@ -27,10 +27,12 @@ from domain.events import (
     Event,
     PortfolioSnapshot,
     PositionState,
+    RiskDecision,
     RiskState,
     RunCompleted,
     SimulatedOrder,
     SimulatedTrade,
+    StrategySignal,
 )
 from projections import tables
 from projections.store import upsert
@@ -53,6 +55,8 @@ def projector_name(log: EventLog) -> str:
 
 SOURCE_TOPICS: tuple[str, ...] = (
     topics.RUNS,
+    topics.SIGNALS,
+    topics.RISK_DECISIONS,
     topics.ORDERS,
     topics.ORDER_RESULTS,
     topics.PORTFOLIO,
@@ -101,6 +105,40 @@ def _run_completed(e: RunCompleted) -> Iterator[Change]:
             "rejected": e.rejected,
             "dead_letters": e.dead_letters,
             **e.statistics.model_dump(),
+        },
+    )
+
+
+def _signal(e: StrategySignal) -> Iterator[Change]:
+    yield (
+        tables.signals,
+        {
+            "run_id": e.run_id,
+            "sequence": e.sequence,
+            "timestamp": e.timestamp,
+            "symbol": e.symbol,
+            "direction": e.direction,
+            "strength": e.strength,
+            "reason": e.reason,
+            "strategy_id": e.strategy_id,
+            "price": e.price,
+        },
+    )
+
+
+def _risk_decision(e: RiskDecision) -> Iterator[Change]:
+    yield (
+        tables.risk_decisions,
+        {
+            "run_id": e.run_id,
+            "sequence": e.sequence,
+            "timestamp": e.timestamp,
+            "symbol": e.symbol,
+            "requested_direction": e.requested_direction,
+            "approved": e.approved,
+            "approved_size": e.approved_size,
+            "requested_size": e.requested_size,
+            "reason_code": e.reason_code,
         },
     )
 
@@ -240,6 +278,8 @@ def _dead_letter(e: DeadLetter) -> Iterator[Change]:
 HANDLERS: dict[str, Callable[[Any], Iterable[Change]]] = {
     "run_metadata": _run_started,
     "run_completed": _run_completed,
+    "signal": _signal,
+    "risk_decision": _risk_decision,
     "order": _order_placed,
     "order_result": _order_result,
     "position_state": _position,

@@ -50,6 +50,34 @@ runs = Table(
     Column("bars", BigInteger),
 )
 
+signals = Table(
+    "signals",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True),
+    Column("timestamp", BigInteger, index=True),
+    Column("symbol", String(64), index=True),
+    Column("direction", String(8)),
+    Column("strength", Float),
+    Column("reason", String(64)),
+    Column("strategy_id", String(64)),
+    Column("price", Float),
+)
+
+risk_decisions = Table(
+    "risk_decisions",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True),
+    Column("timestamp", BigInteger, index=True),
+    Column("symbol", String(64), index=True),
+    Column("requested_direction", String(8)),
+    Column("approved", Boolean),
+    Column("approved_size", Float),
+    Column("requested_size", Float),
+    Column("reason_code", String(64), index=True),
+)
+
 orders = Table(
     "orders",
     metadata,
@@ -176,7 +204,9 @@ READ_MODELS: tuple[Table, ...] = (
     equity_curve,
     orders,
     positions,
+    risk_decisions,
     risk_states,
     runs,
+    signals,
     trades,
 )

@@ -16,7 +16,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-
     op.create_table(
         "alerts",
         sa.Column("run_id", sa.String(length=128), nullable=False),
@@ -171,7 +170,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-
     with op.batch_alter_table("trades", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_trades_timestamp"))
         batch_op.drop_index(batch_op.f("ix_trades_symbol"))
