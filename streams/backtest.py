@@ -36,7 +36,7 @@ from streams.market_data_publisher import MarketDataPublisher, can_fork
 
 # orjson hands back each value in a 4 KiB allocation, so batches stay small to keep
 # memory flat; 2048 records still amortise the per-batch work.
-_BATCH = 2048
+BATCH = 2048
 
 
 class RunIdError(ValueError):
@@ -117,7 +117,7 @@ def prepare_run(
     )
 
 
-class _Ingest:
+class Ingest:
     """Market Data Ingestion's own events: dead letters and the end-of-input marker."""
 
     def __init__(self, run_id: str) -> None:
@@ -184,8 +184,8 @@ def run_backtest(
         return run_through_broker(metadata, sources, log, on_progress)
     run_id = metadata.run_id
     pipeline = PaperTradingPipeline.from_metadata(metadata)
-    ingest = _Ingest(run_id)
-    writer = _RunWriter(log, run_id)
+    ingest = Ingest(run_id)
+    writer = RunWriter(log, run_id)
     writer.publish([metadata])
     writer.publish(pipeline.begin(metadata))
     publisher = MarketDataPublisher(log.root, run_id) if parallel and can_fork() else None
@@ -202,7 +202,7 @@ def run_backtest(
             events = on_candle(candle)
             if events:
                 publish(events)
-            if len(batch) >= _BATCH:
+            if len(batch) >= BATCH:
                 if publisher is not None:
                     publisher.publish(batch)
                 else:
@@ -236,7 +236,7 @@ def run_backtest(
     return BacktestOutcome(run_id, completed, writer.digest(), writer.written)
 
 
-class _RunWriter:
+class RunWriter:
     """Buffers one run's records per topic, appends them in batches, hashes what it wrote."""
 
     def __init__(self, log: EventLog, run_id: str) -> None:
@@ -282,7 +282,7 @@ class _RunWriter:
                 records.clear()
 
     def flush_if_large(self) -> None:
-        if sum(len(records) for records in self._pending.values()) >= _BATCH:
+        if sum(len(records) for records in self._pending.values()) >= BATCH:
             self.flush()
 
     def digest(self) -> str:

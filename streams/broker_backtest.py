@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from domain.events import BacktestRunMetadata, Candle, RunCompleted
 from streams import topics
-from streams.backtest import _BATCH, BacktestOutcome, _Ingest, _RunWriter
+from streams.backtest import BATCH, BacktestOutcome, Ingest, RunWriter
 from streams.csv_source import CsvCandleSource, merged_candles
 from streams.engine import EngineProcessor
 from streams.log_port import EventLog, LogError
@@ -26,20 +26,20 @@ def publish_input(
     metadata: BacktestRunMetadata,
     sources: Sequence[CsvCandleSource],
     log: EventLog,
-    writer: _RunWriter | None = None,
+    writer: RunWriter | None = None,
     on_progress: Callable[[int], None] | None = None,
-) -> _RunWriter:
+) -> RunWriter:
     """Market Data Ingestion: the run's metadata, candles, dead letters and end marker."""
     run_id = metadata.run_id
-    writer = writer or _RunWriter(log, run_id)
-    ingest = _Ingest(run_id)
+    writer = writer or RunWriter(log, run_id)
+    ingest = Ingest(run_id)
     writer.publish([metadata])
     writer.flush()
     batch: list[Candle] = []
     candles = 0
     for candle in merged_candles(sources, ingest.bad_rows.append, on_progress):
         batch.append(candle)
-        if len(batch) >= _BATCH:
+        if len(batch) >= BATCH:
             writer.market_data_inline(batch, candles)
             candles += len(batch)
             batch = []
