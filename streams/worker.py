@@ -45,11 +45,6 @@ OUTPUT_TOPICS = (
     topics.PORTFOLIO,
     topics.RUNS,
 )
-ENGINE_OUTPUT_TYPES = frozenset(
-    t
-    for t, topic in topics.TOPIC_OF_EVENT.items()
-    if topic in OUTPUT_TOPICS and t != "run_metadata"
-)
 
 log = logging.getLogger("cdb.worker")
 
