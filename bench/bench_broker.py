@@ -2,7 +2,8 @@
 
 Two measurements on the same seeded synthetic 1-minute candles, each run id fresh:
 
-- worker: one `cdb worker` (the faust agent), started, its start-up refold done; the clock
+- worker: one `cdb worker` per intake (batch, faust agent), started, its start-up refold
+  done; the clock
   starts when
   ingestion starts publishing the run and stops when the run's `run_completed` event is in
   the `runs` topic, so publishing, the agent and every output topic are inside it;
@@ -94,8 +95,8 @@ def measure_worker(bootstrap: str, csv: Path, run_id: str, workdir: Path) -> flo
             time.sleep(0.02)
 
 
-def with_worker(bootstrap: str, workdir: Path, measure: Callable[[], float]) -> float:
-    """Start one `cdb worker`, wait until it is ready, measure, stop it."""
+def with_worker(bootstrap: str, workdir: Path, intake: str, measure: Callable[[], float]) -> float:
+    """Start one `cdb worker --intake INTAKE`, wait until it is ready, measure, stop it."""
     worker_log = workdir / "worker.log"
     worker = subprocess.Popen(
         [
@@ -107,6 +108,8 @@ def with_worker(bootstrap: str, workdir: Path, measure: Callable[[], float]) -> 
             "worker",
             "--loglevel",
             "info",
+            "--intake",
+            intake,
         ],
         cwd=ROOT,
         stdout=open(worker_log, "wb"),  # noqa: SIM115 - the worker keeps it
@@ -131,6 +134,13 @@ def main() -> None:
     parser.add_argument("--candles", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--intakes",
+        nargs="+",
+        default=["batch", "agent"],
+        choices=["batch", "agent"],
+        help="worker intakes to measure",
+    )
     parser.add_argument("--bootstrap", help="use this broker instead of starting Tansu")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cdb-bench")
     args = parser.parse_args()
@@ -139,26 +149,30 @@ def main() -> None:
         args.workdir / f"syn_{args.candles}_{args.seed}.csv", args.candles, args.seed
     )
     stamp = os.getpid()
-    worker_walls: list[float] = []
+    worker_walls: dict[str, list[float]] = {intake: [] for intake in args.intakes}
     backtest_walls: list[float] = []
     for i in range(args.runs):
-        # A fresh broker for each measurement, so no run shares it with another's traffic.
-        tansu, bootstrap = (None, args.bootstrap) if args.bootstrap else start_tansu(args.workdir)
-        try:
-            print(f"  worker: run {i + 1}/{args.runs}", file=sys.stderr, flush=True)
-            worker_walls.append(
-                with_worker(
-                    bootstrap,
-                    args.workdir,
-                    lambda b=bootstrap, n=i: measure_worker(
-                        b, csv, f"bench-w-{stamp}-{n}", args.workdir
-                    ),
-                )
+        for intake in args.intakes:
+            # A fresh broker for each measurement, so no run shares it with other traffic.
+            tansu, bootstrap = (
+                (None, args.bootstrap) if args.bootstrap else start_tansu(args.workdir)
             )
-        finally:
-            if tansu is not None:
-                tansu.terminate()
-                tansu.wait(timeout=10)
+            try:
+                print(f"  worker ({intake}): run {i + 1}/{args.runs}", file=sys.stderr, flush=True)
+                worker_walls[intake].append(
+                    with_worker(
+                        bootstrap,
+                        args.workdir,
+                        intake,
+                        lambda b=bootstrap, n=i, k=intake: measure_worker(
+                            b, csv, f"bench-w{k}-{stamp}-{n}", args.workdir
+                        ),
+                    )
+                )
+            finally:
+                if tansu is not None:
+                    tansu.terminate()
+                    tansu.wait(timeout=10)
         tansu, bootstrap = (None, args.bootstrap) if args.bootstrap else start_tansu(args.workdir)
         try:
             print(f"  backtest: run {i + 1}/{args.runs}", file=sys.stderr, flush=True)
@@ -191,15 +205,15 @@ def main() -> None:
                 tansu.terminate()
                 tansu.wait(timeout=10)
     lines = [
-        f"Command: `python3 bench/bench_broker.py --candles {args.candles} --runs {args.runs}`",
+        "Command: `python3 bench/bench_broker.py --candles "
+        f"{args.candles} --runs {args.runs} --intakes {' '.join(args.intakes)}`",
         "",
         "| path | candles | median wall s | median candles/s | runs |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for name, walls in (
-        ("one `cdb worker` (faust agent)", worker_walls),
-        ("`cdb backtest --log kafka://` (one process)", backtest_walls),
-    ):
+    rows = [(f"one `cdb worker --intake {k}`", w) for k, w in worker_walls.items()]
+    rows.append(("`cdb backtest --log kafka://` (one process)", backtest_walls))
+    for name, walls in rows:
         median = statistics.median(walls)
         lines.append(
             f"| {name} | {args.candles:,} | {median:.2f} | {args.candles / median:,.0f} "
@@ -207,8 +221,8 @@ def main() -> None:
         )
     lines.append("")
     lines.append(
-        f"Individual wall times (s): worker {[round(w, 2) for w in worker_walls]}; "
-        f"backtest {[round(w, 2) for w in backtest_walls]}"
+        "Individual wall times (s): "
+        + "; ".join(f"{name}: {[round(w, 2) for w in walls]}" for name, walls in rows)
     )
     print("\n".join(lines))
 

@@ -170,6 +170,13 @@ def _parser() -> argparse.ArgumentParser:
         parents=[places],
     )
     worker.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info"])
+    worker.add_argument(
+        "--intake",
+        default="batch",
+        choices=["batch", "agent"],
+        help="how records reach the engine: polled in batches (default, fastest) or through "
+        "a faust agent",
+    )
 
     report = commands.add_parser("report", help="write the HTML report of a run", parents=[places])
     report.add_argument("--run-id", required=True)
@@ -612,7 +619,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     bootstrap = parse_kafka_url(settings.log_url)
     with KafkaLog(bootstrap) as kafka:  # fail fast, in one line, if the broker is not there
         kafka.topic_names()
-    return run_worker(bootstrap, args.loglevel)
+    return run_worker(bootstrap, args.loglevel, args.intake)
 
 
 # -- main -------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ redelivered candle is skipped and a missing one is an error, never a silent gap.
 
 from __future__ import annotations
 
+from typing import Any
+
 from domain.events import (
     BacktestRunMetadata,
     Candle,
@@ -35,10 +37,10 @@ class EngineProcessor:
 
     def on_record(self, value: bytes) -> list[Event]:
         """Any input record: a run's metadata (``runs``) or its market data."""
-        kind = decode_json(value).get("type")
-        if kind in ("run_metadata", "run_completed"):
+        payload = decode_json(value)
+        if payload.get("type") in ("run_metadata", "run_completed"):
             return self.on_run_metadata(value)
-        return self.on_market_data(value, wait=True)
+        return self._on_market_data(payload, value, wait=True)
 
     def mark_finished(self, run_id: str) -> None:
         """A run whose ``run_completed`` is already in the log: its input is done with."""
@@ -64,7 +66,9 @@ class EngineProcessor:
 
     def on_market_data(self, value: bytes, *, wait: bool = False) -> list[Event]:
         """Process one ``market_data`` record (a candle or the end-of-input marker)."""
-        payload = decode_json(value)
+        return self._on_market_data(decode_json(value), value, wait=wait)
+
+    def _on_market_data(self, payload: dict[str, Any], value: bytes, *, wait: bool) -> list[Event]:
         run_id = str(payload.get("run_id"))
         pipeline = self._pipelines.get(run_id)
         if pipeline is None:

@@ -1,8 +1,10 @@
-"""``cdb worker``: the engine as a faust-streaming agent on Kafka.
+"""``cdb worker``: the engine as a faust-streaming app on Kafka.
 
-The agent is thin: it takes batches of records from ``runs`` and ``market_data``, hands
+The intake is thin: it takes batches of records from ``runs`` and ``market_data``, hands
 them to ``EngineProcessor`` (decode, call the pure pipeline) and sends what comes back to
-each event's topic, keyed by run id. One partition holds one run's input in order.
+each event's topic, keyed by run id. One partition holds one run's input in order. The
+records arrive by one of two intakes inside the same faust app (``build_app``): batches
+polled by the app's own consumer (the default) or a faust agent.
 
 Exactly once, without Kafka transactions (which Tansu does not offer):
 
@@ -13,7 +15,7 @@ Exactly once, without Kafka transactions (which Tansu does not offer):
 2. Still before consuming, it refolds every unfinished run from the log (its metadata and
    its market data from the first offset), publishing only what the filter lets through:
    whatever a killed worker had computed but not yet written is written now, once.
-3. Then the agent consumes from the group's committed offsets; candles the refold already
+3. Then the intake consumes from its group's committed offsets; candles the refold already
    processed are recognised by their sequence and skipped.
 
 No decision depends on when a message arrives: market data that comes before its run's
@@ -25,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
+from aiokafka.abc import ConsumerRebalanceListener
 
 from domain.events import Event
 from streams import topics
@@ -35,7 +39,11 @@ from streams.engine import EngineProcessor
 from streams.kafka_log import KafkaLog
 
 GROUP_ID = "claire-de-binare-engine"
-BATCH = 2048
+# The batch intake is its own consumer group: faust's group protocol and a plain
+# consumer's must not share one.
+BATCH_GROUP_ID = "claire-de-binare-engine-batch"
+BATCH = 4096
+INTAKES = ("batch", "agent")
 OUTPUT_TOPICS = (
     topics.SIGNALS,
     topics.RISK_DECISIONS,
@@ -109,10 +117,138 @@ def recover(
     return pending
 
 
-def build_app(bootstrap: str) -> object:
-    """The faust app with the engine agent; nothing connects until the worker starts."""
-    import faust
+class OutputPublisher:
+    """The engine's events onto their topics, keyed by run id, as whole record batches.
 
+    One ``send_batch`` per topic partition and call instead of one future per event; the
+    call returns once the broker acknowledged everything, so offsets committed after it
+    never run ahead of the output.
+    """
+
+    def __init__(self, bootstrap: str, partitions: dict[str, int]) -> None:
+        self._bootstrap = bootstrap
+        self._partitions = partitions
+        self._producer: Any = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            acks="all",
+            enable_idempotence=False,  # event ids and the output filter make resends harmless
+            linger_ms=5,
+            max_batch_size=1 << 20,
+            max_request_size=8 << 20,
+        )
+        await self._producer.start()
+
+    async def publish(self, events: list[Event]) -> None:
+        if not events:
+            return
+        producer = self._producer
+        grouped: dict[tuple[str, int], list[Event]] = {}
+        for event in events:
+            topic = topics.TOPIC_OF_EVENT[event.type]
+            partition = topics.partition_for(event.run_id, self._partitions[topic])
+            grouped.setdefault((topic, partition), []).append(event)
+        acks = []
+        for (topic, partition), group in grouped.items():
+            batch = producer.create_batch()
+            for event in group:
+                record = (event.run_id.encode(), encode(event), event.timestamp)
+                if batch.append(key=record[0], value=record[1], timestamp=record[2]) is None:
+                    acks.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=record[0], value=record[1], timestamp=record[2])
+            acks.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*acks)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+
+class EngineState:
+    """What the start-up refold leaves behind for whichever intake consumes."""
+
+    def __init__(self) -> None:
+        self.ready = asyncio.Event()
+        self.processor = EngineProcessor()
+        self.output = OutputFilter({})
+        self.publisher: OutputPublisher | None = None
+        self._assigned: int | None = None
+
+    async def start(self, bootstrap: str) -> None:
+        """Create the topics, refold unfinished runs, write what a killed worker did not."""
+
+        def work() -> tuple[list[Event], EngineProcessor, OutputFilter, dict[str, int]]:
+            with KafkaLog(bootstrap) as kafka:
+                for name in topics.ALL_TOPICS:
+                    kafka.create_topic(name)
+                partitions = {name: kafka.partitions(name) for name in topics.ALL_TOPICS}
+                written, metadata, finished = read_state(kafka)
+                processor = EngineProcessor()
+                output = OutputFilter(written)
+                pending = recover(kafka, processor, output, finished, metadata)
+            return pending, processor, output, partitions
+
+        loop = asyncio.get_running_loop()
+        pending, self.processor, self.output, partitions = await loop.run_in_executor(None, work)
+        self.publisher = OutputPublisher(bootstrap, partitions)
+        await self.publisher.start()
+        await self.publisher.publish(pending)
+        self.ready.set()
+        log.info("refolded the log: %d events written on the way", len(pending))
+        self._announce()
+
+    def assigned(self, partitions: int) -> None:
+        """The intake joined its consumer group and holds ``partitions``."""
+        self._assigned = partitions
+        self._announce()
+
+    def _announce(self) -> None:
+        # Ready means both: the refold is done and the intake is a member of its group.
+        if self.ready.is_set() and self._assigned is not None:
+            log.info("engine ready: consuming %d partitions", self._assigned)
+
+    async def process(self, values: Iterable[bytes]) -> None:
+        """One batch of input records in, their fresh events written and acknowledged."""
+        assert self.publisher is not None
+        events: list[Event] = []
+        on_record = self.processor.on_record
+        for value in values:
+            events.extend(on_record(value))
+        await self.publisher.publish(self.output.fresh(events))
+
+
+class _AnnounceAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, state: EngineState) -> None:
+        self._state = state
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions revoked: %d", len(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._state.assigned(len(assigned))
+
+
+def build_app(bootstrap: str, intake: str = "batch") -> Any:
+    """The faust app with the engine; nothing connects until the worker starts.
+
+    ``intake`` says how input records reach the engine. ``batch`` (the default): an aiokafka
+    consumer inside the app polls whole batches, and offsets are committed after their
+    output is acknowledged. ``agent``: a faust agent over the same topics. Both feed the
+    same ``EngineProcessor`` and write the same events; the agent pays faust's cost per
+    record (an event, a stream step and two tasks per message), which caps it well below
+    the batch intake on a small machine (see docs/performance.md).
+    """
+    import faust
+    from mode import Service
+
+    if intake not in INTAKES:
+        raise ValueError(f"unknown intake {intake!r} (expected one of {', '.join(INTAKES)})")
     app = faust.App(
         GROUP_ID,
         broker=f"kafka://{bootstrap}",
@@ -128,71 +264,99 @@ def build_app(bootstrap: str) -> object:
         broker_heartbeat_interval=1.0,
         broker_rebalance_timeout=6.0,
     )
-    source = app.topic(
-        topics.RUNS, topics.MARKET_DATA, value_serializer="raw", key_serializer="raw"
-    )
-    sinks = {
-        name: app.topic(name, value_serializer="raw", key_serializer="raw")
-        for name in OUTPUT_TOPICS
-    }
-    state: dict[str, object] = {}
-
-    async def publish(events: list[Event]) -> None:
-        partitions: dict[str, int] = state["partitions"]  # type: ignore[assignment]
-        for event in events:
-            topic = topics.TOPIC_OF_EVENT[event.type]
-            await sinks[topic].send(
-                key=event.run_id.encode(),
-                value=encode(event),
-                partition=topics.partition_for(event.run_id, partitions[topic]),
-                timestamp=event.timestamp / 1000.0,
-            )
-        await app.producer.flush()
+    state = EngineState()
 
     @app.task  # type: ignore[untyped-decorator]
     async def refold_unfinished_runs() -> None:
-        # Runs before the agent sees a record (see the module's guarantee 2).
-        def work() -> tuple[list[Event], EngineProcessor, OutputFilter, dict[str, int]]:
-            with KafkaLog(bootstrap) as kafka:
-                for name in topics.ALL_TOPICS:
-                    kafka.create_topic(name)
-                partitions = {name: kafka.partitions(name) for name in topics.ALL_TOPICS}
-                written, metadata, finished = read_state(kafka)
-                processor = EngineProcessor()
-                output = OutputFilter(written)
-                pending = recover(kafka, processor, output, finished, metadata)
-            return pending, processor, output, partitions
+        # Runs before any intake sees a record (see the module's guarantee 2).
+        await state.start(bootstrap)
 
-        pending, processor, output, partitions = await asyncio.get_running_loop().run_in_executor(
-            None, work
+    if intake == "agent":
+        source = app.topic(
+            topics.RUNS, topics.MARKET_DATA, value_serializer="raw", key_serializer="raw"
         )
-        state.update(processor=processor, output=output, partitions=partitions)
-        await publish(pending)
-        state["ready"].set()  # type: ignore[attr-defined]
-        log.info("engine ready: refolded the log, %d events written on the way", len(pending))
 
-    state["ready"] = asyncio.Event()
+        @app.on_partitions_assigned.connect
+        async def announce(_app: Any, /, *args: Any, signal: Any, **_kwargs: Any) -> None:
+            state.assigned(len(args[0]))  # faust sends the assigned partitions
 
-    @app.agent(source)
-    async def engine(stream: object) -> None:
-        await state["ready"].wait()  # type: ignore[attr-defined]
-        processor: EngineProcessor = state["processor"]  # type: ignore[assignment]
-        output: OutputFilter = state["output"]  # type: ignore[assignment]
-        async for values in stream.take(BATCH, within=0.05):  # type: ignore[attr-defined]
-            events: list[Event] = []
-            for value in values:
-                events.extend(processor.on_record(value))
-            # A stop (SIGTERM) waits for the batch in flight to be written, not half of it.
-            await asyncio.shield(publish(output.fresh(events)))
+        @app.agent(source)
+        async def engine(stream: Any) -> None:
+            await state.ready.wait()
+            async for values in stream.take(BATCH, within=0.05):
+                # A stop (SIGTERM) waits for the batch in flight to be written, not half of it.
+                await asyncio.shield(state.process(values))
+
+    else:
+        # faust's own consumer has nothing to subscribe to; the app's producer, tasks and
+        # services still start, and the intake below is the group's member.
+        app.producer_only = True
+
+        @app.service
+        class BatchIntake(Service):
+            """Polls ``runs`` and ``market_data`` in batches as the consumer group's member."""
+
+            consumer: Any = None
+            done: asyncio.Event
+
+            async def on_start(self) -> None:
+                self.done = asyncio.Event()
+
+            async def on_stop(self) -> None:
+                # The loop sees the stop between batches: the batch in flight is written
+                # and its offsets committed before the consumer leaves the group.
+                if self.consumer is not None:
+                    try:
+                        await asyncio.wait_for(self.done.wait(), 60)
+                    finally:
+                        await self.consumer.stop()
+                if state.publisher is not None:
+                    await state.publisher.stop()
+
+            @Service.task
+            async def consume(self) -> None:
+                from aiokafka import AIOKafkaConsumer
+
+                await state.ready.wait()
+                if self.should_stop:
+                    return
+                self.consumer = AIOKafkaConsumer(
+                    bootstrap_servers=bootstrap,
+                    group_id=BATCH_GROUP_ID,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    fetch_max_wait_ms=20,
+                    max_partition_fetch_bytes=8 << 20,
+                    session_timeout_ms=6000,
+                    heartbeat_interval_ms=1000,
+                    rebalance_timeout_ms=6000,
+                )
+                await self.consumer.start()
+                self.consumer.subscribe(
+                    [topics.RUNS, topics.MARKET_DATA], listener=_AnnounceAssignment(state)
+                )
+                try:
+                    while not self.should_stop:
+                        polled = await self.consumer.getmany(timeout_ms=200, max_records=BATCH)
+                        if polled:
+                            await asyncio.shield(self._process(polled))
+                finally:
+                    self.done.set()
+
+            async def _process(self, polled: dict[Any, list[Any]]) -> None:
+                # Run metadata first, so a run's candles polled with it need not wait.
+                ordered = sorted(polled, key=lambda tp: tp.topic != topics.RUNS)
+                await state.process(m.value for tp in ordered for m in polled[tp])
+                await self.consumer.commit({tp: polled[tp][-1].offset + 1 for tp in polled})
 
     return app
 
 
-def run_worker(bootstrap: str, loglevel: str = "warn") -> int:
-    """Run until SIGTERM or SIGINT; faust stops the agent and commits its offsets."""
+def run_worker(bootstrap: str, loglevel: str = "warn", intake: str = "batch") -> int:
+    """Run until SIGTERM or SIGINT; the intake finishes its batch and commits its offsets."""
     import faust
 
-    app = build_app(bootstrap)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)  # type: ignore[arg-type]
+    app = build_app(bootstrap, intake)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0

