@@ -609,6 +609,10 @@ def cmd_projections(args: argparse.Namespace) -> int:
 # -- worker -----------------------------------------------------------------------------------
 
 
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.on_kafka:
@@ -617,6 +621,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.worker import run_worker
 
     bootstrap = parse_kafka_url(settings.log_url)
+    # Until faust installs its own handlers, nothing is in flight: a stop just exits.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     with KafkaLog(bootstrap) as kafka:  # fail fast, in one line, if the broker is not there
         kafka.topic_names()
     return run_worker(bootstrap, args.loglevel, args.intake)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from domain.events import Candle, MarketDataCompleted
 from domain.run_config import BacktestConfig
 from streams import topics
 from streams.backtest import prepare_run, run_backtest
@@ -37,6 +38,8 @@ def _worker(bootstrap: str, log_path: Path, intake: str) -> subprocess.Popen[byt
                 "worker",
                 "--intake",
                 intake,
+                "--loglevel",
+                "info",
             ],
             cwd=ROOT,
             stdout=out,
@@ -63,6 +66,19 @@ def _count(kafka: KafkaLog, topic: str, run_id: str, kind: str | None = None) ->
     )
 
 
+def _publish_candles(kafka: KafkaLog, run_id: str, candles: list[Candle], first: int) -> None:
+    kafka.append(
+        topics.MARKET_DATA,
+        run_id,
+        [(c.timestamp, encode_market_data(run_id, first + i, c)) for i, c in enumerate(candles)],
+    )
+    kafka.commit()
+
+
+def _ready_count(log_path: Path) -> int:
+    return log_path.read_bytes().count(b"engine ready") if log_path.exists() else 0
+
+
 @pytest.mark.parametrize("intake", ["batch", "agent"])
 def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
     tmp_path: Path, fresh_kafka: str, intake: str
@@ -77,17 +93,12 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
         metadata = prepare_run(CONFIG, [source], kafka, run_id)
         kafka.append(topics.RUNS, run_id, [(metadata.timestamp, encode(metadata))])
         candles = list(source.candles(lambda _bad: None))
-        half = len(candles) // 2
-        kafka.append(
-            topics.MARKET_DATA,
-            run_id,
-            [(c.timestamp, encode_market_data(run_id, i, c)) for i, c in enumerate(candles[:half])],
-        )
-        kafka.commit()
+        half, three_quarters = len(candles) // 2, len(candles) * 3 // 4
+        _publish_candles(kafka, run_id, candles[:half], 0)
 
+        # 1. SIGKILL once the worker has got well into the first half.
         worker = _worker(fresh_kafka, worker_log, intake)
         try:
-            # Kill it once it has got well into the first half.
             _wait_for(lambda: _count(kafka, topics.SIGNALS, run_id) >= 100, "first signals")
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=30)
@@ -95,33 +106,45 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
             if worker.poll() is None:
                 worker.kill()
 
-        # The rest of the input arrives while no worker runs.
-        from domain.events import MarketDataCompleted
+        # 2. More input arrives while no worker runs.
+        _publish_candles(kafka, run_id, candles[half:three_quarters], half)
 
-        kafka.append(
-            topics.MARKET_DATA,
-            run_id,
-            [
-                (c.timestamp, encode_market_data(run_id, half + i, c))
-                for i, c in enumerate(candles[half:])
-            ],
-        )
-        end = MarketDataCompleted(
-            event_id=f"{run_id}:market_data_completed:0",
-            run_id=run_id,
-            sequence=0,
-            timestamp=candles[-1].timestamp + candles[-1].interval_ms,
-            candles=len(candles),
-            dead_letters=0,
-        )
-        kafka.append(topics.MARKET_DATA, run_id, [(end.timestamp, encode(end))])
-        kafka.commit()
-
+        # 3. A new worker takes over; the last quarter arrives while it consumes, and a
+        #    SIGTERM in the middle of it lets the batch in flight finish and exits cleanly.
+        readies = _ready_count(worker_log)
         worker = _worker(fresh_kafka, worker_log, intake)
         try:
+            _wait_for(lambda: _ready_count(worker_log) > readies, "the new worker to be ready")
+            signals_at_ready = _count(kafka, topics.SIGNALS, run_id)
+            _publish_candles(kafka, run_id, candles[three_quarters:], three_quarters)
+            end = MarketDataCompleted(
+                event_id=f"{run_id}:market_data_completed:0",
+                run_id=run_id,
+                sequence=0,
+                timestamp=candles[-1].timestamp + candles[-1].interval_ms,
+                candles=len(candles),
+                dead_letters=0,
+            )
+            kafka.append(topics.MARKET_DATA, run_id, [(end.timestamp, encode(end))])
+            kafka.commit()
+            _wait_for(
+                lambda: _count(kafka, topics.SIGNALS, run_id) > signals_at_ready,
+                "the worker to process the last quarter",
+            )
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=60) == 0, worker_log.read_text(errors="replace")[-2000:]
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+
+        # 4. A last worker finishes whatever is left.
+        readies = _ready_count(worker_log)
+        worker = _worker(fresh_kafka, worker_log, intake)
+        try:
+            _wait_for(lambda: _ready_count(worker_log) > readies, "the last worker to be ready")
             _wait_for(
                 lambda: _count(kafka, topics.RUNS, run_id, "run_completed") == 1,
-                "the run to complete after the restart",
+                "the run to complete after the restarts",
             )
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=60) == 0, worker_log.read_text(errors="replace")[-2000:]
