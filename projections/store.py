@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event, make_url, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 DATABASE_NAME = "claire_de_binare"  # R18: the database name, exactly
@@ -82,6 +83,11 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     return current
 
 
+# From this many rows on, Postgres gets them by COPY into a staging table and one
+# INSERT ... SELECT, instead of one parameter set per row.
+COPY_FROM_ROWS = 64
+
+
 def upsert(
     conn: Connection,
     table: Table,
@@ -90,29 +96,126 @@ def upsert(
 ) -> None:
     """Insert ``rows``; on a primary-key clash overwrite ``update_columns`` (all by default).
 
-    Rows of one call must have the same keys. Replaying an event rewrites the same values,
-    so applying a batch twice leaves the tables as applying it once.
+    Rows of one call must have the same keys, in the same order, and distinct primary keys.
+    Replaying an event rewrites the same values, so applying a batch twice leaves the
+    tables as applying it once.
     """
     if not rows:
         return
     dialect = conn.dialect.name
+    keys = [c.name for c in table.primary_key.columns]
+    columns = list(rows[0])
+    update = (
+        list(update_columns)
+        if update_columns is not None
+        else [c for c in columns if c not in keys]
+    )
     if dialect == "sqlite":
-        statement: Any = sqlite.insert(table)
+        _sqlite_upsert(conn, table, columns, keys, update, rows)
     elif dialect == "postgresql":
-        statement = postgresql.insert(table)
+        if len(rows) >= COPY_FROM_ROWS:
+            if table.info.get("one_row_per_event") and _postgres_copy_new(
+                conn, table, columns, rows
+            ):
+                return
+            _postgres_copy_upsert(conn, table, columns, keys, update, rows)
+        else:
+            statement: Any = postgresql.insert(table)
+            if update:
+                statement = statement.on_conflict_do_update(
+                    index_elements=keys, set_={c: statement.excluded[c] for c in update}
+                )
+            else:
+                statement = statement.on_conflict_do_nothing(index_elements=keys)
+            conn.execute(statement, list(rows))
     else:
         raise ValueError(f"unsupported store dialect {dialect!r}")
-    keys = [c.name for c in table.primary_key.columns]
-    columns = (
-        update_columns if update_columns is not None else [k for k in rows[0] if k not in keys]
+
+
+def _conflict_clause(quote: Any, keys: Sequence[str], update: Sequence[str]) -> str:
+    target = ", ".join(quote(k) for k in keys)
+    if not update:
+        return f"ON CONFLICT ({target}) DO NOTHING"
+    assignments = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in update)
+    return f"ON CONFLICT ({target}) DO UPDATE SET {assignments}"
+
+
+def _sqlite_upsert(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    update: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+) -> None:
+    # The DB-API's executemany with one prepared statement: no per-row compilation.
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks}) "
+        f"{_conflict_clause(quote, keys, update)}"
     )
-    if columns:
-        statement = statement.on_conflict_do_update(
-            index_elements=keys, set_={c: statement.excluded[c] for c in columns}
+    conn.exec_driver_sql(sql, [tuple(row.values()) for row in rows])
+
+
+def _postgres_copy_new(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> bool:
+    """COPY straight into ``table``; False (and nothing written) if a row was there already.
+
+    For tables with one row per event, a clash means an event applied again: rare, and
+    then the caller's upsert gives the same rows.
+    """
+    import psycopg
+
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    savepoint = conn.begin_nested()
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(tuple(row.values()))
+    except psycopg.errors.UniqueViolation:
+        cursor.close()
+        savepoint.rollback()
+        return False
+    cursor.close()
+    savepoint.commit()
+    return True
+
+
+def _postgres_copy_upsert(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    update: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+) -> None:
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    # One staging table per table and column set, private to this session, typed like the
+    # target (CREATE ... AS copies the column types and no constraints).
+    signature = hashlib.sha256(",".join(columns).encode()).hexdigest()[:10]
+    stage = quote(f"cdb_stage_{table.name}_{signature}")
+    target = quote(table.name)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {names} FROM {target} WITH NO DATA"
         )
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=keys)
-    conn.execute(statement, list(rows))
+        with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(tuple(row.values()))
+        cursor.execute(
+            f"INSERT INTO {target} ({names}) SELECT {names} FROM {stage} "
+            f"{_conflict_clause(quote, keys, update)}"
+        )
+        cursor.execute(f"TRUNCATE {stage}")
+    finally:
+        cursor.close()
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -15,6 +16,11 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+
+# Tables with one row per event, keyed by the event itself: a new row never replaces
+# another unless the same event is applied again. Stores may bulk-load them without an
+# upsert and fall back to one only on a clash (see projections.store.upsert).
+ONE_ROW_PER_EVENT = {"one_row_per_event": True}
 
 runs = Table(
     "runs",
@@ -62,6 +68,7 @@ signals = Table(
     Column("reason", String(64)),
     Column("strategy_id", String(64)),
     Column("price", Float),
+    info=ONE_ROW_PER_EVENT,
 )
 
 risk_decisions = Table(
@@ -76,6 +83,7 @@ risk_decisions = Table(
     Column("approved_size", Float),
     Column("requested_size", Float),
     Column("reason_code", String(64), index=True),
+    info=ONE_ROW_PER_EVENT,
 )
 
 orders = Table(
@@ -108,6 +116,25 @@ trades = Table(
     Column("timestamp", BigInteger, index=True),
     Column("realized_pnl", Float),
     Column("position_after", Float),
+    info=ONE_ROW_PER_EVENT,
+)
+
+candles = Table(
+    "candles",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True),
+    Column("symbol", String(64)),
+    Column("interval", String(8)),
+    Column("timestamp", BigInteger),
+    Column("open", Float),
+    Column("high", Float),
+    Column("low", Float),
+    Column("close", Float),
+    Column("volume", Float),
+    # A chart of one symbol over time, across runs; by run is the primary key's prefix.
+    Index("ix_candles_symbol_time", "symbol", "interval", "timestamp"),
+    info=ONE_ROW_PER_EVENT,
 )
 
 equity_curve = Table(
@@ -123,6 +150,7 @@ equity_curve = Table(
     Column("exposure_pct", Float),
     Column("realized_pnl", Float),
     Column("open_positions", Integer),
+    info=ONE_ROW_PER_EVENT,
 )
 
 positions = Table(
@@ -147,6 +175,7 @@ alerts = Table(
     Column("code", String(64)),
     Column("message", Text),
     Column("symbol", String(64)),
+    info=ONE_ROW_PER_EVENT,
 )
 
 risk_states = Table(
@@ -160,6 +189,7 @@ risk_states = Table(
     Column("drawdown_pct", Float),
     Column("exposure_pct", Float),
     Column("reason_code", String(64)),
+    info=ONE_ROW_PER_EVENT,
 )
 
 dead_letters = Table(
@@ -171,6 +201,7 @@ dead_letters = Table(
     Column("line", BigInteger),
     Column("raw", Text),
     Column("reason", String(64)),
+    info=ONE_ROW_PER_EVENT,
 )
 
 # Not a read model: where each projector has got to, written in the same transaction as
@@ -200,6 +231,7 @@ projection_dead_letters = Table(
 
 READ_MODELS: tuple[Table, ...] = (
     alerts,
+    candles,
     dead_letters,
     equity_curve,
     orders,

@@ -219,6 +219,11 @@ def run_backtest(
             publisher.publish(batch)
             writer.set_digest(topics.MARKET_DATA, publisher.finish(trailer=[marker]))
             publisher = None
+            # The child appended the candles; the read models need to know where they end.
+            partition = topics.partition_for(run_id, log.partitions(topics.MARKET_DATA))
+            writer.written[(topics.MARKET_DATA, partition)] = log.end_offset(
+                topics.MARKET_DATA, partition
+            )
         else:
             writer.market_data_inline(batch, pipeline.candles - len(batch))
             publish([marker])

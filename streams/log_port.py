@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class LogError(RuntimeError):
@@ -19,8 +19,9 @@ class CorruptRecord(LogError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One record as read back. A tuple: a log yields millions of them."""
+
     topic: str
     partition: int
     offset: int

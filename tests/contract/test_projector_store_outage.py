@@ -104,7 +104,8 @@ def test_the_projector_rides_out_a_store_outage(tmp_path: Path, postgres_url: st
         projector.send_signal(signal.SIGTERM)
         _, errors = projector.communicate(timeout=30)
         assert projector.returncode == 0, errors
-        assert "store unavailable" in errors
+        assert "unhealthy: store unavailable" in errors
+        assert errors.index("unhealthy") < errors.index("healthy: the store is back")
     finally:
         if projector.poll() is None:
             projector.kill()
