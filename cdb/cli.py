@@ -26,13 +26,15 @@ from domain.risk import RiskConfig
 from domain.run_config import BacktestConfig
 from domain.strategies import STRATEGIES, StrategyConfigError
 from projections import tables
+from projections.candle_sink import CandleSink
 from projections.digest import projection_digest
-from projections.projector import ProjectionError, catch_up, rebuild
+from projections.projector import ProjectionError, catch_up, projector_name, rebuild
 from projections.report import render_report
 from projections.store import StoreError, normalise_store_url, upgrade
 from streams.backtest import BacktestOutcome, RunIdError, run_backtest
 from streams.csv_source import CsvCandleSource, DataSourceError, parse_data_spec
 from streams.digest import log_digest
+from streams.embedded_log import EmbeddedLog
 from streams.log_port import EventLog, LogError, describe
 
 EXIT_USAGE = 2
@@ -271,6 +273,13 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except LogError as exc:
         raise UsageError(str(exc)) from None
     try:
+        # The schema first: the candles are folded as they are written (CandleSink).
+        bootstrap.open_read_models(settings).dispose()
+        sink = (
+            CandleSink(settings.store_url, projector_name(log))
+            if isinstance(log, EmbeddedLog)
+            else None
+        )
         outcome = run_backtest(
             config,
             sources,
@@ -278,7 +287,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             run_id=args.run_id,
             on_progress=progress,
             parallel=not settings.single_process,
+            market_data_sink=sink,
         )
+        if sink is not None:
+            sink.close()
         engine = bootstrap.open_read_models(settings)
         try:
             catch_up(log, engine, until=outcome.written)

@@ -3,36 +3,70 @@
 Tables in name order; within a table, rows in primary-key order; each row as the JSON
 array of its column values. Checkpoints are not part of it: they say where a projector
 is, not what the log means.
+
+Rows are streamed in primary-key order from the database rather than sorted here: a
+backtest's candles alone are a million rows. Text keys are ordered by code point on every
+backend (SQLite's default BINARY collation; ``COLLATE "C"`` on Postgres, whose default
+collation may follow a locale), which is the order Python gives strings too.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Boolean, Engine, String, Table
 
 from projections.tables import READ_MODELS
+
+FETCH_ROWS = 10_000
+
+
+def _select(table: Table, dialect: str, quote: Any, by_run: bool) -> str:
+    text_order = ' COLLATE "C"' if dialect == "postgresql" else ""
+    columns = ", ".join(quote(c.name) for c in table.columns)
+    order = ", ".join(
+        quote(c.name) + (text_order if isinstance(c.type, String) else "")
+        for c in table.primary_key.columns
+    )
+    where = ""
+    if by_run:
+        where = " WHERE run_id = " + ("%s" if dialect == "postgresql" else "?")
+    return f"SELECT {columns} FROM {quote(table.name)}{where} ORDER BY {order}"
+
+
+def _with_booleans(row: tuple[Any, ...], flags: list[int]) -> list[Any]:
+    values = list(row)
+    for i in flags:
+        if values[i] is not None:
+            values[i] = bool(values[i])
+    return values
 
 
 def projection_digest(engine: Engine, run_id: str | None = None) -> str:
     outer = hashlib.sha256()
+    dialect = engine.dialect.name
+    quote = engine.dialect.identifier_preparer.quote
     with engine.connect() as conn:
+        raw: Any = conn.connection.driver_connection
         for table in sorted(READ_MODELS, key=lambda t: t.name):
-            query = select(table)
-            if run_id is not None:
-                query = query.where(table.c.run_id == run_id)
-            # Sorted here, not by the database: string order depends on its collation.
-            keys = [table.c.keys().index(c.name) for c in table.primary_key.columns]
-            rows = sorted(
-                (tuple(row) for row in conn.execute(query)),
-                key=lambda row: tuple(row[i] for i in keys),
-            )
-            inner = hashlib.sha256()
-            for row in rows:
-                inner.update(orjson.dumps(list(row)))
-                inner.update(b"\n")
-            count = len(rows)
+            sql = _select(table, dialect, quote, run_id is not None)
+            # A server-side cursor on Postgres, so the rows stream instead of piling up.
+            cursor = raw.cursor(name="cdb_digest") if dialect == "postgresql" else raw.cursor()
+            try:
+                cursor.execute(sql, (run_id,) if run_id is not None else ())
+                inner = hashlib.sha256()
+                count = 0
+                flags = [i for i, c in enumerate(table.columns) if isinstance(c.type, Boolean)]
+                while rows := cursor.fetchmany(FETCH_ROWS):
+                    count += len(rows)
+                    if flags and dialect == "sqlite":
+                        rows = [_with_booleans(row, flags) for row in rows]  # stored as 0/1
+                    inner.update(b"".join(orjson.dumps(list(row)) + b"\n" for row in rows))
+            finally:
+                cursor.close()
             columns = ",".join(c.name for c in table.columns)
             outer.update(f"{table.name}\t{columns}\t{count}\t{inner.hexdigest()}\n".encode())
+        conn.rollback()
     return outer.hexdigest()

@@ -397,6 +397,18 @@ def _checkpoints(conn: Connection, projector: str) -> dict[tuple[str, int], int]
     return {(topic, int(partition)): int(offset) for topic, partition, offset in rows}
 
 
+def checkpoint_in(conn: Connection, projector: str, topic: str, partition: int) -> int:
+    """The next offset ``projector`` folds in that partition, as of ``conn``'s transaction."""
+    found = conn.execute(
+        select(tables.checkpoints.c.next_offset).where(
+            tables.checkpoints.c.projector == projector,
+            tables.checkpoints.c.topic == topic,
+            tables.checkpoints.c.partition == partition,
+        )
+    ).scalar()
+    return int(found) if found is not None else 0
+
+
 def checkpoint(engine: Engine, projector: str, topic: str, partition: int) -> int:
     with engine.connect() as conn:
         return _checkpoints(conn, projector).get((topic, partition), 0)

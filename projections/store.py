@@ -42,6 +42,13 @@ def normalise_store_url(url: str) -> str:
 
 def open_store(url: str) -> Engine:
     """Create the engine and the schema (idempotent)."""
+    engine = connect_store(url)
+    upgrade(engine)
+    return engine
+
+
+def connect_store(url: str) -> Engine:
+    """The engine for a store whose schema is known to be there (no migrations)."""
     engine = create_engine(normalise_store_url(url))
     if engine.dialect.name == "sqlite":
 
@@ -52,7 +59,6 @@ def open_store(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-    upgrade(engine)
     return engine
 
 

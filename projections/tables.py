@@ -135,6 +135,9 @@ candles = Table(
     # A chart of one symbol over time, across runs; by run is the primary key's prefix.
     Index("ix_candles_symbol_time", "symbol", "interval", "timestamp"),
     info=ONE_ROW_PER_EVENT,
+    # A million rows a long backtest: on SQLite the rows live in the primary-key tree
+    # itself instead of a rowid tree beside it, one tree fewer to write.
+    sqlite_with_rowid=False,
 )
 
 equity_curve = Table(

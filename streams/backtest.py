@@ -32,7 +32,7 @@ from streams.csv_source import BadRow, CsvCandleSource, merged_candles
 from streams.digest import TopicDigest, combine
 from streams.embedded_log import EmbeddedLog
 from streams.log_port import EventLog
-from streams.market_data_publisher import MarketDataPublisher, can_fork
+from streams.market_data_publisher import MarketDataPublisher, MarketDataSink, can_fork
 
 # orjson hands back each value in a 4 KiB allocation, so batches stay small to keep
 # memory flat; 2048 records still amortise the per-batch work.
@@ -169,6 +169,7 @@ def run_backtest(
     on_progress: Callable[[int], None] | None = None,
     *,
     parallel: bool = True,
+    market_data_sink: MarketDataSink | None = None,
 ) -> BacktestOutcome:
     """Run one paper test; every event is durable in ``log`` when this returns.
 
@@ -176,6 +177,7 @@ def run_backtest(
     ``parallel``, and where the platform can fork, market data is written by a second
     process). On any other log (Kafka) the candles go through the broker: see
     ``streams.broker_backtest``. The events written are identical either way.
+    ``market_data_sink`` (embedded log only) is handed each batch of candles as appended.
     """
     metadata = prepare_run(config, sources, log, run_id)
     if not isinstance(log, EmbeddedLog):
@@ -185,10 +187,12 @@ def run_backtest(
     run_id = metadata.run_id
     pipeline = PaperTradingPipeline.from_metadata(metadata)
     ingest = Ingest(run_id)
-    writer = RunWriter(log, run_id)
+    writer = RunWriter(log, run_id, market_data_sink)
     writer.publish([metadata])
     writer.publish(pipeline.begin(metadata))
-    publisher = MarketDataPublisher(log.root, run_id) if parallel and can_fork() else None
+    publisher = (
+        MarketDataPublisher(log.root, run_id, market_data_sink) if parallel and can_fork() else None
+    )
     batch: list[Candle] = []
     on_candle = pipeline.on_candle
     publish = writer.publish
@@ -244,9 +248,12 @@ def run_backtest(
 class RunWriter:
     """Buffers one run's records per topic, appends them in batches, hashes what it wrote."""
 
-    def __init__(self, log: EventLog, run_id: str) -> None:
+    def __init__(
+        self, log: EventLog, run_id: str, market_data_sink: MarketDataSink | None = None
+    ) -> None:
         self.log = log
         self.run_id = run_id
+        self._sink = market_data_sink
         self._pending: dict[str, list[tuple[int, bytes]]] = {t: [] for t in topics.ALL_TOPICS}
         self._digests = {t: TopicDigest() for t in topics.ALL_TOPICS}
         # Where this run's records begin, per topic: (partition, offset).
@@ -261,7 +268,9 @@ class RunWriter:
             (candle.timestamp, encode_market_data(run_id, first_sequence + i, candle))
             for i, candle in enumerate(candles)
         ]
-        self._append(topics.MARKET_DATA, records)
+        at = self._append(topics.MARKET_DATA, records)
+        if self._sink is not None and at is not None:
+            self._sink(run_id, at[0], at[1], first_sequence, tuple(zip(*candles, strict=True)))
 
     def set_digest(self, topic: str, digest: TopicDigest) -> None:
         self._digests[topic] = digest
@@ -272,13 +281,14 @@ class RunWriter:
         for event in events:
             pending[topic_of[event.type]].append((event.timestamp, encode(event)))
 
-    def _append(self, topic: str, records: list[tuple[int, bytes]]) -> None:
+    def _append(self, topic: str, records: list[tuple[int, bytes]]) -> tuple[int, int] | None:
         if not records:
-            return
+            return None
         at = self.log.append(topic, self.run_id, records)
         self.first_offsets.setdefault(topic, at)
         self.written[(topic, at[0])] = at[1] + len(records)
         self._digests[topic].update([value for _, value in records])
+        return at
 
     def flush(self) -> None:
         for topic, records in self._pending.items():

@@ -18,6 +18,7 @@ import contextlib
 import gc
 import multiprocessing
 import pickle
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,18 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
+# Called with (run id, partition, first offset, first sequence, candle columns) after each
+# batch of candles is appended: where their read-model rows can be made from plain values.
+MarketDataSink = Callable[[str, int, int, int, tuple[tuple[Any, ...], ...]], None]
+
+
 class MarketDataPublisher:
-    def __init__(self, log_root: Path, run_id: str) -> None:
+    def __init__(self, log_root: Path, run_id: str, sink: MarketDataSink | None = None) -> None:
         context = multiprocessing.get_context("fork")
         self._conn, child_end = context.Pipe(duplex=True)
         self._process = context.Process(
             target=_serve,
-            args=(log_root, run_id, child_end),
+            args=(log_root, run_id, child_end, sink),
             daemon=True,
             name="cdb-market-data",
         )
@@ -89,7 +95,7 @@ class MarketDataPublisher:
         return f"{what} (exit code {self._process.exitcode})"
 
 
-def _serve(log_root: Path, run_id: str, conn: Connection) -> None:
+def _serve(log_root: Path, run_id: str, conn: Connection, sink: MarketDataSink | None) -> None:
     gc.disable()  # acyclic, short-lived objects only; see streams.backtest
     log = EmbeddedLog(log_root, lock=False)
     digest = TopicDigest()
@@ -116,8 +122,10 @@ def _serve(log_root: Path, run_id: str, conn: Connection) -> None:
                     )
                 )
             ]
+            partition, first_offset = log.append(topics.MARKET_DATA, run_id, records)
+            if sink is not None:
+                sink(run_id, partition, first_offset, sequence, columns)
             sequence += len(records)
-            log.append(topics.MARKET_DATA, run_id, records)
             digest.update([value for _, value in records])
         log.commit()
         log.close()

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("close", sa.Float(), nullable=True),
         sa.Column("volume", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("run_id", "sequence"),
+        sqlite_with_rowid=False,
     )
     op.create_index(
         "ix_candles_symbol_time", "candles", ["symbol", "interval", "timestamp"], unique=False
