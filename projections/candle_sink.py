@@ -42,7 +42,7 @@ class CandleSink:
         if self.standing_down or not columns:
             return
         try:
-            self._write(run_id, partition, first_offset, first_sequence, columns)
+            self._write(run_id, (partition, first_offset), first_sequence, columns)
         except Exception:
             # Nothing half-written (one transaction); the projector folds from its checkpoint.
             self.standing_down = True
@@ -51,11 +51,11 @@ class CandleSink:
     def _write(
         self,
         run_id: str,
-        partition: int,
-        first_offset: int,
+        at: tuple[int, int],
         first_sequence: int,
         columns: tuple[tuple[Any, ...], ...],
     ) -> None:
+        partition, first_offset = at
         if self._engine is None:
             # Opened in the process that calls (a forked child has a connection of its own).
             self._engine = connect_store(self._url)

@@ -40,6 +40,23 @@ def normalise_store_url(url: str) -> str:
     raise StoreError(f"not a store URL: {url!r} (expected sqlite:///FILE or postgresql://...)")
 
 
+def create_database(server_url: str) -> str:
+    """Create the database claire_de_binare on the Postgres server at ``server_url`` if it
+    is not there; return ``server_url`` pointed at it (for fixtures and benchmarks)."""
+    url = make_url(server_url).set(drivername="postgresql+psycopg")
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": DATABASE_NAME}
+            ).scalar()
+            if not exists:
+                conn.execute(text(f"CREATE DATABASE {DATABASE_NAME}"))
+    finally:
+        admin.dispose()
+    return url.set(database=DATABASE_NAME).render_as_string(hide_password=False)
+
+
 def open_store(url: str) -> Engine:
     """Create the engine and the schema (idempotent)."""
     engine = connect_store(url)

@@ -101,18 +101,9 @@ def _with_database(server_url: str) -> tuple[str, Callable[[], None]]:
     a function that drops the schema again."""
     from sqlalchemy import create_engine, make_url, text
 
-    url = make_url(server_url).set(drivername="postgresql+psycopg")
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            exists = conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = 'claire_de_binare'")
-            ).scalar()
-            if not exists:
-                conn.execute(text("CREATE DATABASE claire_de_binare"))
-    finally:
-        admin.dispose()
-    database = url.set(database="claire_de_binare")
+    from projections.store import create_database
+
+    database = make_url(create_database(server_url))
     schema = f"cdb_test_{os.getpid()}"
 
     def run(statement: str) -> None:
