@@ -20,8 +20,11 @@ from sqlalchemy import Engine
 
 from projections import tables
 from projections.projector import checkpoint_in
-from projections.store import connect_store, upsert
+from projections.store import connect_store, upsert, upsert_values
 from streams import topics
+
+# The columns of tables.candles, in the order the rows below give them.
+CANDLE_COLUMNS = [c.name for c in tables.candles.columns]
 
 
 class CandleSink:
@@ -61,18 +64,7 @@ class CandleSink:
             self._engine = connect_store(self._url)
         symbols, stamps, opens, highs, lows, closes, volumes, intervals = columns[:8]
         rows = [
-            {
-                "run_id": run_id,
-                "sequence": first_sequence + i,
-                "symbol": symbol,
-                "interval": interval,
-                "timestamp": ts,
-                "open": o,
-                "high": h,
-                "low": lo,
-                "close": c,
-                "volume": v,
-            }
+            (run_id, symbol, interval, ts, first_sequence + i, o, h, lo, c, v)
             for i, (symbol, ts, o, h, lo, c, v, interval) in enumerate(
                 zip(symbols, stamps, opens, highs, lows, closes, volumes, intervals, strict=True)
             )
@@ -81,7 +73,7 @@ class CandleSink:
             if checkpoint_in(conn, self._projector, topics.MARKET_DATA, partition) != first_offset:
                 self.standing_down = True
                 return
-            upsert(conn, tables.candles, rows)
+            upsert_values(conn, tables.candles, CANDLE_COLUMNS, rows)
             upsert(
                 conn,
                 tables.checkpoints,

@@ -119,10 +119,10 @@ def _candle(e: MarketDataEvent) -> Iterator[Change]:
         tables.candles,
         {
             "run_id": e.run_id,
-            "sequence": e.sequence,
             "symbol": e.symbol,
             "interval": e.interval,
             "timestamp": e.timestamp,
+            "sequence": e.sequence,
             "open": e.open,
             "high": e.high,
             "low": e.low,

@@ -123,25 +123,37 @@ def upsert(
     Replaying an event rewrites the same values, so applying a batch twice leaves the
     tables as applying it once.
     """
-    if not rows:
+    if rows:
+        columns = list(rows[0])
+        upsert_values(conn, table, columns, [tuple(row.values()) for row in rows], update_columns)
+
+
+def upsert_values(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    values: Sequence[tuple[Any, ...]],
+    update_columns: Sequence[str] | None = None,
+) -> None:
+    """``upsert`` for rows given as tuples in the order of ``columns``."""
+    if not values:
         return
     dialect = conn.dialect.name
     keys = [c.name for c in table.primary_key.columns]
-    columns = list(rows[0])
     update = (
         list(update_columns)
         if update_columns is not None
         else [c for c in columns if c not in keys]
     )
     if dialect == "sqlite":
-        _sqlite_upsert(conn, table, columns, keys, update, rows)
+        _sqlite_upsert(conn, table, columns, keys, update, values)
     elif dialect == "postgresql":
-        if len(rows) >= COPY_FROM_ROWS:
+        if len(values) >= COPY_FROM_ROWS:
             if table.info.get("one_row_per_event") and _postgres_copy_new(
-                conn, table, columns, rows
+                conn, table, columns, values
             ):
                 return
-            _postgres_copy_upsert(conn, table, columns, keys, update, rows)
+            _postgres_copy_upsert(conn, table, columns, keys, update, values)
         else:
             statement: Any = postgresql.insert(table)
             if update:
@@ -150,7 +162,7 @@ def upsert(
                 )
             else:
                 statement = statement.on_conflict_do_nothing(index_elements=keys)
-            conn.execute(statement, list(rows))
+            conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in values])
     else:
         raise ValueError(f"unsupported store dialect {dialect!r}")
 
@@ -169,7 +181,7 @@ def _sqlite_upsert(
     columns: Sequence[str],
     keys: Sequence[str],
     update: Sequence[str],
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[tuple[Any, ...]],
 ) -> None:
     # The DB-API's executemany with one prepared statement: no per-row compilation.
     quote = conn.dialect.identifier_preparer.quote
@@ -179,11 +191,11 @@ def _sqlite_upsert(
         f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks}) "
         f"{_conflict_clause(quote, keys, update)}"
     )
-    conn.exec_driver_sql(sql, [tuple(row.values()) for row in rows])
+    conn.exec_driver_sql(sql, list(rows))
 
 
 def _postgres_copy_new(
-    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
 ) -> bool:
     """COPY straight into ``table``; False (and nothing written) if a row was there already.
 
@@ -199,7 +211,7 @@ def _postgres_copy_new(
     try:
         with cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row(tuple(row.values()))
+                copy.write_row(row)
     except psycopg.errors.UniqueViolation:
         cursor.close()
         savepoint.rollback()
@@ -215,7 +227,7 @@ def _postgres_copy_upsert(
     columns: Sequence[str],
     keys: Sequence[str],
     update: Sequence[str],
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[tuple[Any, ...]],
 ) -> None:
     quote = conn.dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in columns)
@@ -231,7 +243,7 @@ def _postgres_copy_upsert(
         )
         with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row(tuple(row.values()))
+                copy.write_row(row)
         cursor.execute(
             f"INSERT INTO {target} ({names}) SELECT {names} FROM {stage} "
             f"{_conflict_clause(quote, keys, update)}"

@@ -7,7 +7,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
-    Index,
     Integer,
     MetaData,
     String,
@@ -122,21 +121,20 @@ trades = Table(
 candles = Table(
     "candles",
     metadata,
+    # Keyed the way a chart reads them: a run's candles of one symbol and interval, in
+    # time order. The key is the only index, so a million rows cost one tree to write.
     Column("run_id", String(128), primary_key=True),
-    Column("sequence", BigInteger, primary_key=True),
-    Column("symbol", String(64)),
-    Column("interval", String(8)),
-    Column("timestamp", BigInteger),
+    Column("symbol", String(64), primary_key=True),
+    Column("interval", String(8), primary_key=True),
+    Column("timestamp", BigInteger, primary_key=True),
+    Column("sequence", BigInteger),
     Column("open", Float),
     Column("high", Float),
     Column("low", Float),
     Column("close", Float),
     Column("volume", Float),
-    # A chart of one symbol over time, across runs; by run is the primary key's prefix.
-    Index("ix_candles_symbol_time", "symbol", "interval", "timestamp"),
     info=ONE_ROW_PER_EVENT,
-    # A million rows a long backtest: on SQLite the rows live in the primary-key tree
-    # itself instead of a rowid tree beside it, one tree fewer to write.
+    # On SQLite the rows live in the primary-key tree itself, not in a rowid tree beside it.
     sqlite_with_rowid=False,
 )
 

@@ -19,23 +19,19 @@ def upgrade() -> None:
     op.create_table(
         "candles",
         sa.Column("run_id", sa.String(length=128), nullable=False),
-        sa.Column("sequence", sa.BigInteger(), nullable=False),
-        sa.Column("symbol", sa.String(length=64), nullable=True),
-        sa.Column("interval", sa.String(length=8), nullable=True),
-        sa.Column("timestamp", sa.BigInteger(), nullable=True),
+        sa.Column("symbol", sa.String(length=64), nullable=False),
+        sa.Column("interval", sa.String(length=8), nullable=False),
+        sa.Column("timestamp", sa.BigInteger(), nullable=False),
+        sa.Column("sequence", sa.BigInteger(), nullable=True),
         sa.Column("open", sa.Float(), nullable=True),
         sa.Column("high", sa.Float(), nullable=True),
         sa.Column("low", sa.Float(), nullable=True),
         sa.Column("close", sa.Float(), nullable=True),
         sa.Column("volume", sa.Float(), nullable=True),
-        sa.PrimaryKeyConstraint("run_id", "sequence"),
+        sa.PrimaryKeyConstraint("run_id", "symbol", "interval", "timestamp"),
         sqlite_with_rowid=False,
-    )
-    op.create_index(
-        "ix_candles_symbol_time", "candles", ["symbol", "interval", "timestamp"], unique=False
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_candles_symbol_time", table_name="candles")
     op.drop_table("candles")
