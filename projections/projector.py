@@ -13,8 +13,11 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
@@ -326,17 +329,25 @@ class ProjectionProgress:
     batches: int = 0
 
 
-def _apply(
-    conn: Connection,
+@dataclass
+class _BatchRows:
+    """What one batch of records writes: row groups per table, dead letters, checkpoint."""
+
+    groups: list[tuple[Table, list[Row]]]
+    dead: list[Row]
+    checkpoint: Row | None
+
+
+def _rows_of(
     projector: str,
     topic: str,
     partition: int,
     records: list[Record],
     only: str | None = None,
     checkpoint_to: bool = True,
-) -> None:
-    """Write the rows ``records`` produce (of table ``only``, if given) and, with
-    ``checkpoint_to``, the position reached, in the caller's transaction."""
+) -> _BatchRows:
+    """The rows ``records`` produce (of table ``only``, if given) and, with
+    ``checkpoint_to``, the position reached."""
     groups: dict[tuple[str, tuple[str, ...]], tuple[Table, dict[tuple[Any, ...], Row]]] = {}
     dead: list[Row] = []
     for record in records:
@@ -367,23 +378,78 @@ def _apply(
                 group = groups[key] = (table, {})
             # The latest event for a key wins, as it would row by row.
             group[1][_PRIMARY_KEY[table](row)] = row
-    for table, rows in groups.values():
-        upsert(conn, table, list(rows.values()))
-    if dead and only is None:
-        upsert(conn, tables.projection_dead_letters, dead)
+    checkpoint = None
     if checkpoint_to:
-        upsert(
-            conn,
-            tables.checkpoints,
-            [
-                {
-                    "projector": projector,
-                    "topic": topic,
-                    "partition": partition,
-                    "next_offset": records[-1].offset + 1,
-                }
-            ],
-        )
+        checkpoint = {
+            "projector": projector,
+            "topic": topic,
+            "partition": partition,
+            "next_offset": records[-1].offset + 1,
+        }
+    return _BatchRows(
+        [(table, list(rows.values())) for table, rows in groups.values()],
+        dead if only is None else [],
+        checkpoint,
+    )
+
+
+def _write(conn: Connection, batch: _BatchRows) -> None:
+    """Write one batch's rows, in the caller's transaction."""
+    for table, rows in batch.groups:
+        upsert(conn, table, rows)
+    if batch.dead:
+        upsert(conn, tables.projection_dead_letters, batch.dead)
+    if batch.checkpoint is not None:
+        upsert(conn, tables.checkpoints, [batch.checkpoint])
+
+
+def _apply(
+    conn: Connection,
+    projector: str,
+    topic: str,
+    partition: int,
+    records: list[Record],
+) -> None:
+    _write(conn, _rows_of(projector, topic, partition, records))
+
+
+class _WriterThread:
+    """Writes batches in order on one connection while the caller decodes the next ones.
+
+    Postgres takes a batch's COPY while this process decodes the following batch: the
+    thread waits on the server with the GIL released. Batches are written in the order
+    they were handed over, in the caller's transaction; the first failure stops the
+    writing and is raised to the caller.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._queue: queue.Queue[_BatchRows | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="cdb-rebuild-writer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: the caller learns of the failure at its next put
+            try:
+                _write(self._conn, batch)
+            except BaseException as exc:  # handed to the caller's thread
+                self._error = exc
+
+    def put(self, batch: _BatchRows) -> None:
+        if self._error is not None:
+            self.close()
+        self._queue.put(batch)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _checkpoints(conn: Connection, projector: str) -> dict[tuple[str, int], int]:
@@ -486,26 +552,34 @@ def rebuild(
             conn.execute(
                 delete(tables.checkpoints).where(tables.checkpoints.c.projector == projector)
             )
-        for topic in SOURCE_TOPICS:
-            if topic not in available:
-                continue
-            for partition in range(log.partitions(topic)):
-                end = reached.get((topic, partition), 0) if projection is not None else None
-                if end == 0:
+        # On Postgres the rows are written by a second thread while this one decodes.
+        writer = _WriterThread(conn) if conn.dialect.name == "postgresql" else None
+        try:
+            write = writer.put if writer is not None else functools.partial(_write, conn)
+            for topic in SOURCE_TOPICS:
+                if topic not in available:
                     continue
-                records = log.read(topic, partition, 0, end)
-                for batch in _batches(records, batch_size):
-                    _apply(
-                        conn,
-                        projector,
-                        topic,
-                        partition,
-                        batch,
-                        projection,
-                        checkpoint_to=projection is None,
-                    )
-                    progress.events += len(batch)
-                    progress.batches += 1
+                for partition in range(log.partitions(topic)):
+                    end = reached.get((topic, partition), 0) if projection is not None else None
+                    if end == 0:
+                        continue
+                    records = log.read(topic, partition, 0, end)
+                    for batch in _batches(records, batch_size):
+                        write(
+                            _rows_of(
+                                projector,
+                                topic,
+                                partition,
+                                batch,
+                                projection,
+                                checkpoint_to=projection is None,
+                            )
+                        )
+                        progress.events += len(batch)
+                        progress.batches += 1
+        finally:
+            if writer is not None:
+                writer.close()  # every batch written (or the writer's failure raised)
     return progress
 
 

@@ -109,6 +109,8 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
 # From this many rows on, Postgres gets them by COPY into a staging table and one
 # INSERT ... SELECT, instead of one parameter set per row.
 COPY_FROM_ROWS = 64
+# (table, columns) of groups that clashed with existing rows once: merged from then on.
+_MERGED_GROUPS: set[tuple[str, tuple[str, ...]]] = set()
 
 
 def upsert(
@@ -149,10 +151,15 @@ def upsert_values(
         _sqlite_upsert(conn, table, columns, keys, update, values)
     elif dialect == "postgresql":
         if len(values) >= COPY_FROM_ROWS:
-            if table.info.get("one_row_per_event") and _postgres_copy_new(
-                conn, table, columns, values
-            ):
-                return
+            # Most groups create rows (a signal, a candle, an order placed): they are copied
+            # straight in. A group that clashes updates rows instead (an order's result, a
+            # position): it is merged through a staging table, and groups of the same table
+            # and columns go that way from then on.
+            signature = (table.name, tuple(columns))
+            if signature not in _MERGED_GROUPS:
+                if _postgres_copy_new(conn, table, columns, values):
+                    return
+                _MERGED_GROUPS.add(signature)
             _postgres_copy_upsert(conn, table, columns, keys, update, values)
         else:
             statement: Any = postgresql.insert(table)
@@ -197,11 +204,8 @@ def _sqlite_upsert(
 def _postgres_copy_new(
     conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
 ) -> bool:
-    """COPY straight into ``table``; False (and nothing written) if a row was there already.
-
-    For tables with one row per event, a clash means an event applied again: rare, and
-    then the caller's upsert gives the same rows.
-    """
+    """COPY straight into ``table``; False (and nothing written) if a row was there already,
+    in which case the caller's merge gives the rows an upsert would."""
     import psycopg
 
     quote = conn.dialect.identifier_preparer.quote

@@ -16,11 +16,6 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
-# Tables with one row per event, keyed by the event itself: a new row never replaces
-# another unless the same event is applied again. Stores may bulk-load them without an
-# upsert and fall back to one only on a clash (see projections.store.upsert).
-ONE_ROW_PER_EVENT = {"one_row_per_event": True}
-
 runs = Table(
     "runs",
     metadata,
@@ -67,7 +62,6 @@ signals = Table(
     Column("reason", String(64)),
     Column("strategy_id", String(64)),
     Column("price", Float),
-    info=ONE_ROW_PER_EVENT,
 )
 
 risk_decisions = Table(
@@ -82,7 +76,6 @@ risk_decisions = Table(
     Column("approved_size", Float),
     Column("requested_size", Float),
     Column("reason_code", String(64), index=True),
-    info=ONE_ROW_PER_EVENT,
 )
 
 orders = Table(
@@ -115,7 +108,6 @@ trades = Table(
     Column("timestamp", BigInteger, index=True),
     Column("realized_pnl", Float),
     Column("position_after", Float),
-    info=ONE_ROW_PER_EVENT,
 )
 
 candles = Table(
@@ -133,7 +125,6 @@ candles = Table(
     Column("low", Float),
     Column("close", Float),
     Column("volume", Float),
-    info=ONE_ROW_PER_EVENT,
     # On SQLite the rows live in the primary-key tree itself, not in a rowid tree beside it.
     sqlite_with_rowid=False,
 )
@@ -151,7 +142,6 @@ equity_curve = Table(
     Column("exposure_pct", Float),
     Column("realized_pnl", Float),
     Column("open_positions", Integer),
-    info=ONE_ROW_PER_EVENT,
 )
 
 positions = Table(
@@ -176,7 +166,6 @@ alerts = Table(
     Column("code", String(64)),
     Column("message", Text),
     Column("symbol", String(64)),
-    info=ONE_ROW_PER_EVENT,
 )
 
 risk_states = Table(
@@ -190,7 +179,6 @@ risk_states = Table(
     Column("drawdown_pct", Float),
     Column("exposure_pct", Float),
     Column("reason_code", String(64)),
-    info=ONE_ROW_PER_EVENT,
 )
 
 dead_letters = Table(
@@ -202,7 +190,6 @@ dead_letters = Table(
     Column("line", BigInteger),
     Column("raw", Text),
     Column("reason", String(64)),
-    info=ONE_ROW_PER_EVENT,
 )
 
 # Not a read model: where each projector has got to, written in the same transaction as

@@ -14,7 +14,7 @@ from domain.run_config import BacktestConfig
 from projections import tables
 from projections.digest import projection_digest
 from projections.projector import ProjectionError, catch_up, rebuild
-from projections.store import open_store, sqlite_url
+from projections.store import COPY_FROM_ROWS, open_store, sqlite_url
 from streams.backtest import BacktestOutcome, run_backtest
 from streams.csv_source import CsvCandleSource
 from streams.embedded_log import EmbeddedLog
@@ -189,3 +189,42 @@ def test_cdb_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     code = main(["--store", "postgresql://claire@127.0.0.1:1/claire_de_binare", "db", "upgrade"])
     assert code == 2
     assert "cannot reach the store" in capsys.readouterr().err
+
+
+def test_a_rebuild_that_fails_on_postgres_leaves_the_old_tables(
+    postgres_url: str, run: tuple[EmbeddedLog, BacktestOutcome]
+) -> None:
+    """A write refused by the database (here a symbol longer than its column) stops the
+    rebuild with that error, and the tables stay as they were."""
+    from domain.events import StrategySignal
+    from streams import topics
+    from streams.codec import encode
+
+    log, outcome = run
+    engine = open_store(postgres_url)
+    try:
+        with engine.begin() as conn:
+            for table in (*tables.READ_MODELS, tables.checkpoints):
+                conn.execute(table.delete())
+        catch_up(log, engine)
+        before = projection_digest(engine)
+        too_long = StrategySignal(
+            event_id=f"{outcome.run_id}:signal:999999",
+            run_id=outcome.run_id,
+            sequence=999_999,
+            timestamp=0,
+            symbol="X" * 100,
+            direction="BUY",
+            reason="TEST",
+            strategy_id="sma_cross",
+            price=1.0,
+        )
+        # Enough rows that the batch goes by COPY (in the writer thread), the last refused.
+        assert outcome.completed.signals >= COPY_FROM_ROWS
+        log.append(topics.SIGNALS, outcome.run_id, [(0, encode(too_long))])
+        log.commit()
+        with pytest.raises(Exception, match="too long"):
+            rebuild(log, engine)
+        assert projection_digest(engine) == before
+    finally:
+        engine.dispose()
