@@ -74,6 +74,7 @@ def run_through_broker(
     if not engine.knows(run_id):
         raise LogError(f"run {run_id}: its metadata did not come back from the broker")
     partition, first = writer.first_offsets[topics.MARKET_DATA]
+    completed = None
     for record in log.read(topics.MARKET_DATA, partition, first):
         if record.key != run_id:
             continue
@@ -82,12 +83,11 @@ def run_through_broker(
             writer.publish(events)
             writer.flush_if_large()
         if run_id in engine.finished:
+            completed = events[-1]  # the events that end a run end with its RunCompleted
             break
-    final = engine.finished.get(run_id)
-    if final is None:
+    if completed is None:
         raise LogError(f"run {run_id}: the end of its market data never came back")
     writer.flush()
     log.commit()
-    completed = final[-1]
     assert isinstance(completed, RunCompleted)
     return BacktestOutcome(run_id, completed, writer.digest(), writer.written)

@@ -30,7 +30,9 @@ class EngineProcessor:
     def __init__(self) -> None:
         self._pipelines: dict[str, PaperTradingPipeline] = {}
         self._interval_ms: dict[str, int] = {}
-        self.finished: dict[str, list[Event]] = {}
+        # Runs whose input is done with: ids only, so a long-running worker does not keep
+        # every run's final events (they are returned once, by the record that ends it).
+        self.finished: set[str] = set()
         # Market data that arrived before its run's metadata (topics are not ordered
         # among each other), replayed in order once the metadata is there.
         self._waiting: dict[str, list[bytes]] = {}
@@ -46,7 +48,7 @@ class EngineProcessor:
         """A run whose ``run_completed`` is already in the log: its input is done with."""
         self._pipelines.pop(run_id, None)
         self._waiting.pop(run_id, None)
-        self.finished.setdefault(run_id, [])
+        self.finished.add(run_id)
 
     def on_run_metadata(self, value: bytes) -> list[Event]:
         metadata = decode(value)
@@ -119,6 +121,6 @@ class EngineProcessor:
                 )
             final = pipeline.finish(marker.dead_letters)
             del self._pipelines[run_id]
-            self.finished[run_id] = final
+            self.finished.add(run_id)
             return final
         raise EngineError(f"unexpected {kind!r} record in market_data")
