@@ -524,6 +524,57 @@ def _catch_up(
     return progress
 
 
+# Tables whose rows later events complete (an order by its result, a fill by the position
+# state that follows it, a run by its completion, a position by every fill): see the
+# handlers above.
+_COMPLETED_LATER = frozenset({"orders", "trades", "runs", "positions"})
+HELD_ROWS = 500_000
+
+
+class _HeldRows:
+    """During a rebuild, rows of ``_COMPLETED_LATER`` tables are merged here, in fold order,
+    and written once complete: one COPY of finished rows instead of a COPY of new rows and a
+    merge of every update into them. Past ``limit`` rows the held ones are written early,
+    and whatever later events add to them is merged by the store as usual."""
+
+    def __init__(self, limit: int = HELD_ROWS) -> None:
+        self._limit = limit
+        self._rows: dict[Table, dict[Any, Row]] = {}
+        self._count = 0
+
+    def take(self, batch: _BatchRows) -> _BatchRows:
+        """Keep the batch's rows of held tables; return the batch without them."""
+        passed = []
+        for table, rows in batch.groups:
+            if table.name not in _COMPLETED_LATER:
+                passed.append((table, rows))
+                continue
+            held = self._rows.setdefault(table, {})
+            key_of = _PRIMARY_KEY[table]
+            for row in rows:
+                key = key_of(row)
+                existing = held.get(key)
+                if existing is None:
+                    held[key] = dict(row)
+                    self._count += 1
+                else:
+                    existing.update(row)  # later columns win, as a later upsert would
+        return _BatchRows(passed, batch.dead, batch.checkpoint)
+
+    def full(self) -> bool:
+        return self._count >= self._limit
+
+    def release(self) -> _BatchRows:
+        """The held rows, grouped by table and columns, and forgotten here."""
+        groups: dict[tuple[str, tuple[str, ...]], tuple[Table, list[Row]]] = {}
+        for table, held in self._rows.items():
+            for row in held.values():
+                groups.setdefault((table.name, tuple(row)), (table, []))[1].append(row)
+        self._rows = {}
+        self._count = 0
+        return _BatchRows(list(groups.values()), [], None)
+
+
 def rebuild(
     log: EventLog, engine: Engine, projection: str | None = None, batch_size: int = BATCH_SIZE
 ) -> ProjectionProgress:
@@ -556,6 +607,7 @@ def rebuild(
         writer = _WriterThread(conn) if conn.dialect.name == "postgresql" else None
         try:
             write = writer.put if writer is not None else functools.partial(_write, conn)
+            held = _HeldRows()
             for topic in SOURCE_TOPICS:
                 if topic not in available:
                     continue
@@ -565,18 +617,20 @@ def rebuild(
                         continue
                     records = log.read(topic, partition, 0, end)
                     for batch in _batches(records, batch_size):
-                        write(
-                            _rows_of(
-                                projector,
-                                topic,
-                                partition,
-                                batch,
-                                projection,
-                                checkpoint_to=projection is None,
-                            )
+                        rows = _rows_of(
+                            projector,
+                            topic,
+                            partition,
+                            batch,
+                            projection,
+                            checkpoint_to=projection is None,
                         )
+                        write(held.take(rows))
+                        if held.full():
+                            write(held.release())
                         progress.events += len(batch)
                         progress.batches += 1
+            write(held.release())
         finally:
             if writer is not None:
                 writer.close()  # every batch written (or the writer's failure raised)
