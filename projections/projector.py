@@ -537,8 +537,8 @@ class _HeldRows:
     merge of every update into them. Past ``limit`` rows the held ones are written early,
     and whatever later events add to them is merged by the store as usual."""
 
-    def __init__(self, limit: int = HELD_ROWS) -> None:
-        self._limit = limit
+    def __init__(self, limit: int | None = None) -> None:
+        self._limit = HELD_ROWS if limit is None else limit
         self._rows: dict[Table, dict[Any, Row]] = {}
         self._count = 0
 
