@@ -106,8 +106,8 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     return current
 
 
-# From this many rows on, Postgres gets them by COPY into a staging table and one
-# INSERT ... SELECT, instead of one parameter set per row.
+# From this many rows on, Postgres gets them by COPY (straight in, or into a staging table
+# and merged), instead of one parameter set per row.
 COPY_FROM_ROWS = 64
 # (table, columns) of groups that clashed with existing rows once: merged from then on.
 _MERGED_GROUPS: set[tuple[str, tuple[str, ...]]] = set()
