@@ -201,6 +201,12 @@ def _sqlite_upsert(
     conn.exec_driver_sql(sql, list(rows))
 
 
+def _copy_into(cursor: Any, relation: str, names: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    with cursor.copy(f"COPY {relation} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
 def _postgres_copy_new(
     conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
 ) -> bool:
@@ -213,9 +219,7 @@ def _postgres_copy_new(
     savepoint = conn.begin_nested()
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        with cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        _copy_into(cursor, quote(table.name), names, rows)
     except psycopg.errors.UniqueViolation:
         cursor.close()
         savepoint.rollback()
@@ -245,9 +249,7 @@ def _postgres_copy_upsert(
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {names} FROM {target} WITH NO DATA"
         )
-        with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        _copy_into(cursor, stage, names, rows)
         cursor.execute(
             f"INSERT INTO {target} ({names}) SELECT {names} FROM {stage} "
             f"{_conflict_clause(quote, keys, update)}"
