@@ -137,6 +137,7 @@ def write_retention_window(root: Path, workdir: Path, symbols: int, days: int) -
     from synthetic import write_candles
 
     from domain.run_config import BacktestConfig
+    from projections.projector import SOURCE_TOPICS
     from streams.backtest import run_backtest
     from streams.csv_source import CsvCandleSource
     from streams.embedded_log import EmbeddedLog
@@ -157,10 +158,7 @@ def write_retention_window(root: Path, workdir: Path, symbols: int, days: int) -
             log,
             run_id="retention-window",
         )
-        return sum(info.records for info in describe(log) if info.name in _PROJECTED_TOPICS)
-
-
-_PROJECTED_TOPICS: set[str] = set()
+        return sum(info.records for info in describe(log) if info.name in SOURCE_TOPICS)
 
 
 def time_rebuilds(log_root: Path, url: str, runs: int, label: str) -> tuple[int, list[float]]:
@@ -192,9 +190,6 @@ def main() -> None:
     parser.add_argument("--store", help="a postgresql:// URL (database claire_de_binare)")
     args = parser.parse_args()
 
-    from projections.projector import SOURCE_TOPICS
-
-    _PROJECTED_TOPICS.update(SOURCE_TOPICS)
     workdir = Path(tempfile.mkdtemp(prefix="cdb-rebuild-"))
     print("  writing the logs ...", file=sys.stderr, flush=True)
     events = write_log(workdir / "log", args.events)

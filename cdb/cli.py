@@ -273,8 +273,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except LogError as exc:
         raise UsageError(str(exc)) from None
     try:
-        # The schema first: the candles are folded as they are written (CandleSink).
-        bootstrap.open_read_models(settings).dispose()
+        # The schema first: the candles are folded as they are written (CandleSink). No
+        # connection stays open while the run forks its market-data process.
+        engine = bootstrap.open_read_models(settings)
+        engine.dispose()
         sink = (
             CandleSink(settings.store_url, projector_name(log))
             if isinstance(log, EmbeddedLog)
@@ -291,7 +293,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         )
         if sink is not None:
             sink.close()
-        engine = bootstrap.open_read_models(settings)
         try:
             catch_up(log, engine, until=outcome.written)
             proj_digest = projection_digest(engine, outcome.run_id)

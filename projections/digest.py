@@ -12,7 +12,6 @@ collation may follow a locale), which is the order Python gives strings too.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 from typing import Any
 
@@ -20,6 +19,7 @@ import orjson
 from sqlalchemy import Boolean, Engine, String, Table
 
 from projections.tables import READ_MODELS
+from streams.collector import collector_paused
 
 FETCH_ROWS = 10_000
 
@@ -46,14 +46,8 @@ def _with_booleans(row: tuple[Any, ...], flags: list[int]) -> list[Any]:
 
 
 def projection_digest(engine: Engine, run_id: str | None = None) -> str:
-    # Millions of short-lived row tuples: the cyclic collector would only rescan them.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():  # millions of short-lived row tuples
         return _digest(engine, run_id)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _digest(engine: Engine, run_id: str | None) -> str:

@@ -12,9 +12,7 @@ Guarantees:
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import hashlib
 import queue
 import threading
@@ -46,6 +44,7 @@ from projections.store import upsert
 from projections.tables import READ_MODELS
 from streams import topics
 from streams.codec import DecodeError, decode
+from streams.collector import collector_paused
 from streams.log_port import EventLog, Record
 
 PROJECTOR = "read_models"
@@ -477,7 +476,7 @@ def checkpoint_in(conn: Connection, projector: str, topic: str, partition: int) 
 
 def checkpoint(engine: Engine, projector: str, topic: str, partition: int) -> int:
     with engine.connect() as conn:
-        return _checkpoints(conn, projector).get((topic, partition), 0)
+        return checkpoint_in(conn, projector, topic, partition)
 
 
 def catch_up(
@@ -493,7 +492,7 @@ def catch_up(
     partitions alone: no waiting to learn where a partition ends, which on a broker takes
     a round of idle fetches.
     """
-    with _collector_paused():
+    with collector_paused():
         return _catch_up(log, engine, batch_size, until)
 
 
@@ -594,7 +593,7 @@ def rebuild(
     progress = ProjectionProgress()
     projector = projector_name(log)
     available = set(log.topic_names())
-    with _collector_paused(), engine.begin() as conn:
+    with collector_paused(), engine.begin() as conn:
         reached = _checkpoints(conn, projector)
         targets = [by_name[projection]] if projection is not None else list(READ_MODELS)
         for table in targets:
@@ -635,19 +634,6 @@ def rebuild(
             if writer is not None:
                 writer.close()  # every batch written (or the writer's failure raised)
     return progress
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Folding allocates millions of short-lived, acyclic objects (events, rows); the cyclic
-    collector would only rescan them, so it pauses while a fold runs."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:

@@ -7,7 +7,6 @@ topic, keyed by the run id so one run stays in one partition, in order.
 
 from __future__ import annotations
 
-import gc
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from domain.run_config import BacktestConfig, derived_run_id, run_metadata_event
 from domain.strategies import strategy_params
 from streams import topics
 from streams.codec import encode, encode_market_data
+from streams.collector import collector_paused
 from streams.csv_source import BadRow, CsvCandleSource, merged_candles
 from streams.digest import TopicDigest, combine
 from streams.embedded_log import EmbeddedLog
@@ -196,46 +196,41 @@ def run_backtest(
     batch: list[Candle] = []
     on_candle = pipeline.on_candle
     publish = writer.publish
-    # The loop allocates millions of short-lived, acyclic objects; the cyclic collector
-    # would only rescan them, so it pauses for the loop.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for candle in merged_candles(sources, ingest.bad_rows.append, on_progress):
-            batch.append(candle)
-            events = on_candle(candle)
-            if events:
-                publish(events)
-            if len(batch) >= BATCH:
-                if publisher is not None:
-                    publisher.publish(batch)
-                else:
-                    writer.market_data_inline(batch, pipeline.candles - len(batch))
-                batch = []
-                if ingest.bad_rows:
-                    publish(ingest.drain())
-                writer.flush()
-        publish(ingest.drain())
-        ingest.last_timestamp = pipeline.last_timestamp
-        ingest.last_interval_ms = pipeline.last_interval_ms
-        marker = ingest.completed(pipeline.candles)
-        if publisher is not None:
-            publisher.publish(batch)
-            writer.set_digest(topics.MARKET_DATA, publisher.finish(trailer=[marker]))
-            publisher = None
-            # The child appended the candles; the read models need to know where they end.
-            partition = topics.partition_for(run_id, log.partitions(topics.MARKET_DATA))
-            writer.written[(topics.MARKET_DATA, partition)] = log.end_offset(
-                topics.MARKET_DATA, partition
-            )
-        else:
-            writer.market_data_inline(batch, pipeline.candles - len(batch))
-            publish([marker])
-    finally:
-        if publisher is not None:
-            publisher.abort()
-        if gc_was_enabled:
-            gc.enable()
+    with collector_paused():  # see streams.collector
+        try:
+            for candle in merged_candles(sources, ingest.bad_rows.append, on_progress):
+                batch.append(candle)
+                events = on_candle(candle)
+                if events:
+                    publish(events)
+                if len(batch) >= BATCH:
+                    if publisher is not None:
+                        publisher.publish(batch)
+                    else:
+                        writer.market_data_inline(batch, pipeline.candles - len(batch))
+                    batch = []
+                    if ingest.bad_rows:
+                        publish(ingest.drain())
+                    writer.flush()
+            publish(ingest.drain())
+            ingest.last_timestamp = pipeline.last_timestamp
+            ingest.last_interval_ms = pipeline.last_interval_ms
+            marker = ingest.completed(pipeline.candles)
+            if publisher is not None:
+                publisher.publish(batch)
+                writer.set_digest(topics.MARKET_DATA, publisher.finish(trailer=[marker]))
+                publisher = None
+                # The child appended the candles; the read models need to know where they end.
+                partition = topics.partition_for(run_id, log.partitions(topics.MARKET_DATA))
+                writer.written[(topics.MARKET_DATA, partition)] = log.end_offset(
+                    topics.MARKET_DATA, partition
+                )
+            else:
+                writer.market_data_inline(batch, pipeline.candles - len(batch))
+                publish([marker])
+        finally:
+            if publisher is not None:
+                publisher.abort()
     final = pipeline.finish(marker.dead_letters)
     publish(final)
     writer.flush()

@@ -16,7 +16,7 @@ The same topics, keys and JSON values as the embedded log. Guarantees and their 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -35,6 +35,28 @@ def parse_kafka_url(url: str) -> str:
     if not url.startswith("kafka://") or not url[len("kafka://") :].strip("/"):
         raise LogError(f"not a Kafka address: {url!r} (expected kafka://HOST:PORT)")
     return url[len("kafka://") :].strip("/")
+
+
+async def send_in_batches(
+    producer: AIOKafkaProducer,
+    topic: str,
+    partition: int,
+    records: Sequence[tuple[bytes, bytes, int]],
+) -> list[asyncio.Future[Any]]:
+    """Send (key, value, timestamp) records to one partition as whole record batches, as the
+    broker stores them: one request per batch instead of one future per record. Returns
+    the batches' acknowledgements, in order."""
+    acks: list[asyncio.Future[Any]] = []
+    batch = producer.create_batch()
+    for key, value, ts in records:
+        if batch.append(key=key, value=value, timestamp=ts) is None:
+            acks.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=ts) is None:
+                raise LogError(f"a record of {len(value)} bytes does not fit a batch")
+    if batch.record_count():
+        acks.append(await producer.send_batch(batch, topic, partition=partition))
+    return acks
 
 
 class KafkaLog:
@@ -175,23 +197,11 @@ class KafkaLog:
         key_bytes = key.encode()
 
         async def send_all() -> int:
-            # Whole record batches, as the broker stores them: one request per batch
-            # instead of one future per record.
-            first: asyncio.Future[Any] | None = None
-            batch = producer.create_batch()
-            for ts, value in records:
-                if batch.append(key=key_bytes, value=value, timestamp=ts) is None:
-                    sent = await producer.send_batch(batch, topic, partition=partition)
-                    first = first or sent
-                    batch = producer.create_batch()
-                    if batch.append(key=key_bytes, value=value, timestamp=ts) is None:
-                        raise LogError(f"a record of {len(value)} bytes does not fit a batch")
-            if batch.record_count():
-                sent = await producer.send_batch(batch, topic, partition=partition)
-                first = first or sent
-            if first is None:
-                return -1
-            return int((await first).offset)
+            acks = await send_in_batches(
+                producer, topic, partition, [(key_bytes, value, ts) for ts, value in records]
+            )
+            # The first batch's offset is the answer; the rest are settled by commit().
+            return int((await acks[0]).offset) if acks else -1
 
         first = self._run(send_all())
         return partition, first

