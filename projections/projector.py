@@ -17,33 +17,32 @@ import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from operator import itemgetter
+from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, Table, delete, select
 
 from domain.events import (
-    Alert,
     BacktestRunMetadata,
-    DeadLetter,
-    Event,
-    MarketDataEvent,
-    PortfolioSnapshot,
-    PositionState,
-    RiskDecision,
-    RiskState,
     RunCompleted,
-    SimulatedOrder,
+    RunStatistics,
     SimulatedTrade,
-    StrategySignal,
 )
 from projections import tables
-from projections.store import upsert
+from projections.store import (
+    add_primary_key,
+    append_values,
+    create_shadow,
+    index_shadow,
+    swap_in,
+    upsert,
+    upsert_values,
+)
 from projections.tables import READ_MODELS
 from streams import topics
-from streams.codec import DecodeError, decode
+from streams.codec import DecodeError, decode_view, decode_views
 from streams.collector import collector_paused
 from streams.log_port import EventLog, Record
 
@@ -78,247 +77,177 @@ class ProjectionError(RuntimeError):
 
 
 Row = dict[str, Any]
-Change = tuple[Table, Row]
+Values = tuple[Any, ...]
 
 
-def _run_started(e: BacktestRunMetadata) -> Iterator[Change]:
-    yield (
-        tables.runs,
-        {
-            "run_id": e.run_id,
-            "strategy_id": e.strategy_id,
-            "code_version": e.code_version,
-            "config_json": orjson.dumps(e.config, option=orjson.OPT_SORT_KEYS).decode(),
-            "config_hash": e.config_hash,
-            "data_sources_json": orjson.dumps([s.model_dump() for s in e.data_sources]).decode(),
-            "seed": e.seed,
-            "started_at": e.timestamp,
-            "status": "RUNNING",
-        },
+@dataclass(frozen=True, eq=False)
+class RowMap:
+    """How one kind of event writes one row of one table: the columns it sets, the
+    function that reads their values off the event, and, if not every such event writes
+    the row, the condition."""
+
+    table: Table
+    columns: tuple[str, ...]
+    values: Callable[[Any], Values]
+    when: Callable[[Any], bool] | None = None
+
+    def __post_init__(self) -> None:
+        # The row's primary key, from its values.
+        object.__setattr__(self, "key", key_of(self.table, self.columns))
+
+    key: Callable[[Values], Any] = field(init=False)
+
+
+@functools.cache
+def key_of(table: Table, columns: tuple[str, ...]) -> Callable[[Values], Any]:
+    """The primary key of ``table``'s rows given as values of ``columns``."""
+    return itemgetter(*(columns.index(c.name) for c in table.primary_key.columns))
+
+
+def _fields(table: Table, *fields: str, when: Callable[[Any], bool] | None = None) -> RowMap:
+    """Columns read straight off the event's fields; ``"column=field"`` where they differ."""
+    columns, attributes = [], []
+    for spec in fields:
+        column, _, attribute = spec.partition("=")
+        columns.append(column)
+        attributes.append(attribute or column)
+    getter = attrgetter(*attributes)
+    return RowMap(table, tuple(columns), getter, when)
+
+
+def _run_started(e: BacktestRunMetadata) -> Values:
+    return (
+        e.run_id,
+        e.strategy_id,
+        e.code_version,
+        orjson.dumps(e.config, option=orjson.OPT_SORT_KEYS).decode(),
+        e.config_hash,
+        orjson.dumps([s.model_dump() for s in e.data_sources]).decode(),
+        e.seed,
+        e.timestamp,
+        "RUNNING",
     )
 
 
-def _run_completed(e: RunCompleted) -> Iterator[Change]:
-    yield (
-        tables.runs,
-        {
-            "run_id": e.run_id,
-            "ended_at": e.timestamp,
-            "status": "COMPLETED",
-            "candles": e.candles,
-            "signals": e.signals,
-            "orders": e.orders,
-            "fills": e.fills,
-            "rejected": e.rejected,
-            "dead_letters": e.dead_letters,
-            **e.statistics.model_dump(),
-        },
-    )
+_STATISTICS = tuple(RunStatistics.model_fields)
 
 
-def _candle(e: MarketDataEvent) -> Iterator[Change]:
-    yield (
-        tables.candles,
-        {
-            "run_id": e.run_id,
-            "symbol": e.symbol,
-            "interval": e.interval,
-            "timestamp": e.timestamp,
-            "sequence": e.sequence,
-            "open": e.open,
-            "high": e.high,
-            "low": e.low,
-            "close": e.close,
-            "volume": e.volume,
-        },
-    )
+def _run_completed(e: RunCompleted) -> Values:
+    counts = (e.candles, e.signals, e.orders, e.fills, e.rejected, e.dead_letters)
+    return (e.run_id, e.timestamp, "COMPLETED", *counts, *attrgetter(*_STATISTICS)(e.statistics))
 
 
-def _signal(e: StrategySignal) -> Iterator[Change]:
-    yield (
-        tables.signals,
-        {
-            "run_id": e.run_id,
-            "sequence": e.sequence,
-            "timestamp": e.timestamp,
-            "symbol": e.symbol,
-            "direction": e.direction,
-            "strength": e.strength,
-            "reason": e.reason,
-            "strategy_id": e.strategy_id,
-            "price": e.price,
-        },
-    )
+def _filled(e: SimulatedTrade) -> bool:
+    return e.status == "FILLED"
 
 
-def _risk_decision(e: RiskDecision) -> Iterator[Change]:
-    yield (
-        tables.risk_decisions,
-        {
-            "run_id": e.run_id,
-            "sequence": e.sequence,
-            "timestamp": e.timestamp,
-            "symbol": e.symbol,
-            "requested_direction": e.requested_direction,
-            "approved": e.approved,
-            "approved_size": e.approved_size,
-            "requested_size": e.requested_size,
-            "reason_code": e.reason_code,
-        },
-    )
-
-
-def _order_placed(e: SimulatedOrder) -> Iterator[Change]:
-    yield (
-        tables.orders,
-        {
-            "run_id": e.run_id,
-            "order_id": e.order_id,
-            "symbol": e.symbol,
-            "side": e.side,
-            "quantity": e.quantity,
-            "created_at": e.timestamp,
-        },
-    )
-
-
-def _order_result(e: SimulatedTrade) -> Iterator[Change]:
-    yield (
-        tables.orders,
-        {
-            "run_id": e.run_id,
-            "order_id": e.order_id,
-            "status": e.status,
-            "filled_quantity": e.filled_quantity,
-            "price": e.price,
-            "fee": e.fee,
-            "reason": e.reason,
-            "resulted_at": e.timestamp,
-        },
-    )
-    if e.status == "FILLED":
-        yield (
+# One explicit table routes each event type to the rows it writes.
+ROW_MAPS: dict[str, tuple[RowMap, ...]] = {
+    "market_data": (
+        _fields(
+            tables.candles,
+            *("run_id", "symbol", "interval", "timestamp", "sequence"),
+            *("open", "high", "low", "close", "volume"),
+        ),
+    ),
+    "run_metadata": (
+        RowMap(
+            tables.runs,
+            (
+                *("run_id", "strategy_id", "code_version", "config_json", "config_hash"),
+                *("data_sources_json", "seed", "started_at", "status"),
+            ),
+            _run_started,
+        ),
+    ),
+    "run_completed": (
+        RowMap(
+            tables.runs,
+            (
+                *("run_id", "ended_at", "status", "candles", "signals", "orders", "fills"),
+                *("rejected", "dead_letters", *_STATISTICS),
+            ),
+            _run_completed,
+        ),
+    ),
+    "signal": (
+        _fields(
+            tables.signals,
+            *("run_id", "sequence", "timestamp", "symbol", "direction", "strength"),
+            *("reason", "strategy_id", "price"),
+        ),
+    ),
+    "risk_decision": (
+        _fields(
+            tables.risk_decisions,
+            *("run_id", "sequence", "timestamp", "symbol", "requested_direction"),
+            *("approved", "approved_size", "requested_size", "reason_code"),
+        ),
+    ),
+    "order": (
+        _fields(
+            tables.orders,
+            *("run_id", "order_id", "symbol", "side", "quantity", "created_at=timestamp"),
+        ),
+    ),
+    "order_result": (
+        _fields(
+            tables.orders,
+            *("run_id", "order_id", "status", "filled_quantity", "price", "fee", "reason"),
+            "resulted_at=timestamp",
+        ),
+        _fields(
             tables.trades,
-            {
-                "run_id": e.run_id,
-                "order_id": e.order_id,
-                "symbol": e.symbol,
-                "side": e.side,
-                "quantity": e.filled_quantity,
-                "price": e.price,
-                "fee": e.fee,
-                "timestamp": e.timestamp,
-            },
-        )
-
-
-def _position(e: PositionState) -> Iterator[Change]:
-    yield (
-        tables.positions,
-        {
-            "run_id": e.run_id,
-            "symbol": e.symbol,
-            "quantity": e.quantity,
-            "avg_entry_price": e.avg_entry_price,
-            "realized_pnl": e.realized_pnl,
-            "last_price": e.last_price,
-            "updated_at": e.timestamp,
-        },
-    )
-    yield (
-        tables.trades,
-        {
-            "run_id": e.run_id,
-            "order_id": e.order_id,
-            "realized_pnl": e.trade_realized_pnl,
-            "position_after": e.quantity,
-        },
-    )
-
-
-def _snapshot(e: PortfolioSnapshot) -> Iterator[Change]:
-    yield (
-        tables.equity_curve,
-        {
-            "run_id": e.run_id,
-            "sequence": e.sequence,
-            "timestamp": e.timestamp,
-            "equity": e.equity,
-            "cash": e.cash,
-            "high_water_mark": e.high_water_mark,
-            "drawdown_pct": e.drawdown_pct,
-            "exposure_pct": e.exposure_pct,
-            "realized_pnl": e.realized_pnl,
-            "open_positions": e.open_positions,
-        },
-    )
-
-
-def _risk_state(e: RiskState) -> Iterator[Change]:
-    yield (
-        tables.risk_states,
-        {
-            "run_id": e.run_id,
-            "sequence": e.sequence,
-            "timestamp": e.timestamp,
-            "trading_state": e.trading_state,
-            "kill_switch": e.kill_switch,
-            "drawdown_pct": e.drawdown_pct,
-            "exposure_pct": e.exposure_pct,
-            "reason_code": e.reason_code,
-        },
-    )
-
-
-def _alert(e: Alert) -> Iterator[Change]:
-    yield (
-        tables.alerts,
-        {
-            "run_id": e.run_id,
-            "sequence": e.sequence,
-            "timestamp": e.timestamp,
-            "level": e.level,
-            "code": e.code,
-            "message": e.message,
-            "symbol": e.symbol,
-        },
-    )
-
-
-def _dead_letter(e: DeadLetter) -> Iterator[Change]:
-    yield (
-        tables.dead_letters,
-        {
-            "run_id": e.run_id,
-            "sequence": e.sequence,
-            "source": e.source,
-            "line": e.line,
-            "raw": e.raw,
-            "reason": e.reason,
-        },
-    )
-
-
-# One explicit table routes each event type to its handler.
-HANDLERS: dict[str, Callable[[Any], Iterable[Change]]] = {
-    "market_data": _candle,
-    "run_metadata": _run_started,
-    "run_completed": _run_completed,
-    "signal": _signal,
-    "risk_decision": _risk_decision,
-    "order": _order_placed,
-    "order_result": _order_result,
-    "position_state": _position,
-    "portfolio_snapshot": _snapshot,
-    "risk_state": _risk_state,
-    "alert": _alert,
-    "dead_letter": _dead_letter,
+            *("run_id", "order_id", "symbol", "side", "quantity=filled_quantity", "price"),
+            *("fee", "timestamp"),
+            when=_filled,
+        ),
+    ),
+    "position_state": (
+        _fields(
+            tables.positions,
+            *("run_id", "symbol", "quantity", "avg_entry_price", "realized_pnl", "last_price"),
+            "updated_at=timestamp",
+        ),
+        _fields(
+            tables.trades,
+            *("run_id", "order_id", "realized_pnl=trade_realized_pnl", "position_after=quantity"),
+        ),
+    ),
+    "portfolio_snapshot": (
+        _fields(
+            tables.equity_curve,
+            *("run_id", "sequence", "timestamp", "equity", "cash", "high_water_mark"),
+            *("drawdown_pct", "exposure_pct", "realized_pnl", "open_positions"),
+        ),
+    ),
+    "risk_state": (
+        _fields(
+            tables.risk_states,
+            *("run_id", "sequence", "timestamp", "trading_state", "kill_switch"),
+            *("drawdown_pct", "exposure_pct", "reason_code"),
+        ),
+    ),
+    "alert": (
+        _fields(
+            tables.alerts,
+            *("run_id", "sequence", "timestamp", "level", "code", "message", "symbol"),
+        ),
+    ),
+    "dead_letter": (
+        _fields(
+            tables.dead_letters,
+            *("run_id", "sequence", "source", "line", "raw", "reason"),
+        ),
+    ),
 }
 
-
-_PRIMARY_KEY: dict[Table, Callable[[Row], Any]] = {
-    table: itemgetter(*(c.name for c in table.primary_key.columns))
-    for table in (*READ_MODELS, tables.checkpoints, tables.projection_dead_letters)
+_ROW_MAPS_OF_TABLE: dict[str, dict[str, tuple[RowMap, ...]]] = {
+    table.name: {
+        event_type: tuple(m for m in maps if m.table is table)
+        for event_type, maps in ROW_MAPS.items()
+    }
+    for table in READ_MODELS
 }
 
 
@@ -332,9 +261,20 @@ class ProjectionProgress:
 class _BatchRows:
     """What one batch of records writes: row groups per table, dead letters, checkpoint."""
 
-    groups: list[tuple[Table, list[Row]]]
+    groups: list[tuple[Table, tuple[str, ...], list[Values]]]
     dead: list[Row]
     checkpoint: Row | None
+    # Rows a rebuild writes before later events have completed them (see _HeldRows).
+    incomplete: bool = False
+
+
+def _checkpoint_row(projector: str, topic: str, partition: int, next_offset: int) -> Row:
+    return {
+        "projector": projector,
+        "topic": topic,
+        "partition": partition,
+        "next_offset": next_offset,
+    }
 
 
 def _rows_of(
@@ -344,49 +284,56 @@ def _rows_of(
     records: list[Record],
     only: str | None = None,
     checkpoint_to: bool = True,
+    distinct_keys: bool = True,
 ) -> _BatchRows:
     """The rows ``records`` produce (of table ``only``, if given) and, with
-    ``checkpoint_to``, the position reached."""
-    groups: dict[tuple[str, tuple[str, ...]], tuple[Table, dict[tuple[Any, ...], Row]]] = {}
+    ``checkpoint_to``, the position reached. With ``distinct_keys`` the rows of a group
+    have distinct keys (the last event for a key wins, as it would row by row); without,
+    every row is kept in fold order, for a writer that resolves keys itself."""
+    maps = ROW_MAPS if only is None else _ROW_MAPS_OF_TABLE[only]
+    keyed: dict[RowMap, dict[Any, Values]] = {}
+    listed: dict[RowMap, list[Values]] = {}
     dead: list[Row] = []
-    for record in records:
-        try:
-            event: Event = decode(record.value)
-        except DecodeError as exc:
-            # Bad input never stops the projector and never vanishes: it is recorded.
-            dead.append(
-                {
-                    "projector": projector,
-                    "topic": topic,
-                    "partition": partition,
-                    "offset": record.offset,
-                    "reason": str(exc)[:2000],
-                    "raw": record.value.decode("utf-8", errors="replace")[:10_000],
-                }
-            )
-            continue
-        handler = HANDLERS.get(event.type)
-        if handler is None:
-            continue
-        for table, row in handler(event):
-            if only is not None and table.name != only:
+    events = decode_views([record.value for record in records])
+    if events is None:
+        events = []
+        for record in records:
+            try:
+                events.append(decode_view(record.value))
+            except DecodeError as exc:
+                # Bad input never stops the projector and never vanishes: it is recorded.
+                dead.append(
+                    {
+                        "projector": projector,
+                        "topic": topic,
+                        "partition": partition,
+                        "offset": record.offset,
+                        "reason": str(exc)[:2000],
+                        "raw": record.value.decode("utf-8", errors="replace")[:10_000],
+                    }
+                )
+    for event in events:
+        for row_map in maps.get(event.type, ()):
+            if row_map.when is not None and not row_map.when(event):
                 continue
-            key = (table.name, tuple(row))
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = (table, {})
-            # The latest event for a key wins, as it would row by row.
-            group[1][_PRIMARY_KEY[table](row)] = row
+            values = row_map.values(event)
+            if distinct_keys:
+                by_key = keyed.get(row_map)
+                if by_key is None:
+                    by_key = keyed[row_map] = {}
+                by_key[row_map.key(values)] = values
+            else:
+                rows = listed.get(row_map)
+                if rows is None:
+                    rows = listed[row_map] = []
+                rows.append(values)
+    for row_map, by_key in keyed.items():
+        listed[row_map] = list(by_key.values())
     checkpoint = None
     if checkpoint_to:
-        checkpoint = {
-            "projector": projector,
-            "topic": topic,
-            "partition": partition,
-            "next_offset": records[-1].offset + 1,
-        }
+        checkpoint = _checkpoint_row(projector, topic, partition, records[-1].offset + 1)
     return _BatchRows(
-        [(table, list(rows.values())) for table, rows in groups.values()],
+        [(row_map.table, row_map.columns, rows) for row_map, rows in listed.items()],
         dead if only is None else [],
         checkpoint,
     )
@@ -394,8 +341,8 @@ def _rows_of(
 
 def _write(conn: Connection, batch: _BatchRows) -> None:
     """Write one batch's rows, in the caller's transaction."""
-    for table, rows in batch.groups:
-        upsert(conn, table, rows)
+    for table, columns, rows in batch.groups:
+        upsert_values(conn, table, columns, rows)
     if batch.dead:
         upsert(conn, tables.projection_dead_letters, batch.dead)
     if batch.checkpoint is not None:
@@ -410,45 +357,6 @@ def _apply(
     records: list[Record],
 ) -> None:
     _write(conn, _rows_of(projector, topic, partition, records))
-
-
-class _WriterThread:
-    """Writes batches in order on one connection while the caller decodes the next ones.
-
-    Postgres takes a batch's COPY while this process decodes the following batch: the
-    thread waits on the server with the GIL released. Batches are written in the order
-    they were handed over, in the caller's transaction; the first failure stops the
-    writing and is raised to the caller.
-    """
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._queue: queue.Queue[_BatchRows | None] = queue.Queue(maxsize=2)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="cdb-rebuild-writer")
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (batch := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # drain: the caller learns of the failure at its next put
-            try:
-                _write(self._conn, batch)
-            except BaseException as exc:  # handed to the caller's thread
-                self._error = exc
-
-    def put(self, batch: _BatchRows) -> None:
-        if self._error is not None:
-            self.close()
-        self._queue.put(batch)
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
 
 
 def _checkpoints(conn: Connection, projector: str) -> dict[tuple[str, int], int]:
@@ -538,40 +446,153 @@ class _HeldRows:
 
     def __init__(self, limit: int | None = None) -> None:
         self._limit = HELD_ROWS if limit is None else limit
-        self._rows: dict[Table, dict[Any, Row]] = {}
+        # A row is its columns and values until a second part is merged into it as a dict.
+        self._rows: dict[Table, dict[Any, tuple[tuple[str, ...], Values] | Row]] = {}
         self._count = 0
 
     def take(self, batch: _BatchRows) -> _BatchRows:
         """Keep the batch's rows of held tables; return the batch without them."""
         passed = []
-        for table, rows in batch.groups:
+        for table, columns, rows in batch.groups:
             if table.name not in _COMPLETED_LATER:
-                passed.append((table, rows))
+                passed.append((table, columns, rows))
                 continue
             held = self._rows.setdefault(table, {})
-            key_of = _PRIMARY_KEY[table]
-            for row in rows:
-                key = key_of(row)
-                existing = held.get(key)
+            key = key_of(table, columns)
+            for values in rows:
+                row_key = key(values)
+                existing = held.get(row_key)
                 if existing is None:
-                    held[key] = dict(row)
+                    # Most rows get one more part; they are merged when it comes.
+                    held[row_key] = (columns, values)
                     self._count += 1
-                else:
-                    existing.update(row)  # later columns win, as a later upsert would
+                else:  # later columns win, as a later upsert would
+                    if isinstance(existing, tuple):
+                        existing = held[row_key] = dict(zip(*existing, strict=True))
+                    existing.update(zip(columns, values, strict=True))
         return _BatchRows(passed, batch.dead, batch.checkpoint)
 
     def full(self) -> bool:
         return self._count >= self._limit
 
-    def release(self) -> _BatchRows:
-        """The held rows, grouped by table and columns, and forgotten here."""
-        groups: dict[tuple[str, tuple[str, ...]], tuple[Table, list[Row]]] = {}
-        for table, held in self._rows.items():
+    def release(self, *, complete: bool, table: Table | None = None) -> _BatchRows:
+        """The held rows (of ``table`` only, if given), grouped by table and columns, and
+        forgotten here; ``complete`` when no later event can add to them."""
+        groups: dict[tuple[Table, tuple[str, ...]], list[Values]] = {}
+        for held_table in [table] if table is not None else list(self._rows):
+            held = self._rows.pop(held_table, {})
+            self._count -= len(held)
             for row in held.values():
-                groups.setdefault((table.name, tuple(row)), (table, []))[1].append(row)
-        self._rows = {}
-        self._count = 0
-        return _BatchRows(list(groups.values()), [], None)
+                if isinstance(row, tuple):
+                    groups.setdefault((held_table, row[0]), []).append(row[1])
+                else:
+                    groups.setdefault((held_table, tuple(row)), []).append(tuple(row.values()))
+        return _BatchRows(
+            [(t, c, rows) for (t, c), rows in groups.items()], [], None, incomplete=not complete
+        )
+
+
+def _feeding_topics() -> dict[Table, frozenset[str]]:
+    feeding: dict[Table, set[str]] = {table: set() for table in READ_MODELS}
+    for event_type, maps in ROW_MAPS.items():
+        for row_map in maps:
+            feeding[row_map.table].add(topics.TOPIC_OF_EVENT[event_type])
+    return {table: frozenset(names) for table, names in feeding.items()}
+
+
+# The topics whose events write each table: once a rebuild has read them all, the table
+# is complete.
+FEEDING_TOPICS: dict[Table, frozenset[str]] = _feeding_topics()
+
+
+class _Rebuilt:
+    """Where a rebuild writes: the tables themselves, emptied first (SQLite, whose readers
+    keep seeing the old rows until the commit)."""
+
+    def __init__(self, conn: Connection, targets: Iterable[Table]) -> None:
+        self._conn = conn
+        for table in targets:
+            conn.execute(delete(table))
+
+    def write(self, batch: _BatchRows) -> None:
+        _write(self._conn, batch)
+
+    def complete(self, table: Table) -> None:
+        """No more rows will come for ``table``."""
+
+    def finish(self) -> None:
+        """Every row has been written."""
+
+    def close(self) -> None:
+        """Stop writing (after ``finish``, or on a failure)."""
+
+
+class _Shadows(_Rebuilt):
+    """Where a Postgres rebuild writes: a fresh table beside each one refolded
+    (``store.create_shadow``), swapped in at the end of the rebuild's transaction.
+
+    A second thread writes, in order, on the rebuild's connection, while the caller decodes
+    the next batches: Postgres takes a COPY, or builds the indexes of a table just
+    completed, while this process decodes (the thread waits on the server with the GIL
+    released). Rows are appended to tables without a key, which get it with their indexes
+    once complete. Only where rows are written before they are complete (held rows released
+    early), the table gets its key at once, so the rest can be merged into them.
+    """
+
+    def __init__(self, conn: Connection, targets: Iterable[Table]) -> None:
+        self._conn = conn
+        self._tables = {table: create_shadow(conn, table) for table in targets}
+        self._keyed: set[Table] = set()
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="cdb-rebuild-writer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._error is not None:
+                continue  # drain: the caller learns of the failure at its next call
+            try:
+                job()
+            except BaseException as exc:  # handed to the caller's thread
+                self._error = exc
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        if self._error is not None:
+            self.close()
+        self._jobs.put(job)
+
+    def write(self, batch: _BatchRows) -> None:
+        self._submit(functools.partial(self._write_now, batch))
+
+    def _write_now(self, batch: _BatchRows) -> None:
+        conn = self._conn
+        for table, columns, rows in batch.groups:
+            shadow = self._tables[table]
+            if batch.incomplete and table not in self._keyed:
+                add_primary_key(conn, shadow)
+                self._keyed.add(table)
+            if table in self._keyed:
+                upsert_values(conn, shadow, columns, rows)
+            else:
+                append_values(conn, shadow, columns, rows)
+        _write(conn, _BatchRows([], batch.dead, batch.checkpoint))
+
+    def complete(self, table: Table) -> None:
+        self._submit(functools.partial(index_shadow, self._conn, table, self._tables[table]))
+
+    def finish(self) -> None:
+        self.close()  # every job done (or the writer's failure raised)
+        for table, shadow in self._tables.items():
+            swap_in(self._conn, table, shadow)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def rebuild(
@@ -596,25 +617,22 @@ def rebuild(
     with collector_paused(), engine.begin() as conn:
         reached = _checkpoints(conn, projector)
         targets = [by_name[projection]] if projection is not None else list(READ_MODELS)
-        for table in targets:
-            conn.execute(delete(table))
         if projection is None:
             conn.execute(
                 delete(tables.checkpoints).where(tables.checkpoints.c.projector == projector)
             )
-        # On Postgres the rows are written by a second thread while this one decodes.
-        writer = _WriterThread(conn) if conn.dialect.name == "postgresql" else None
+        shadows = conn.dialect.name == "postgresql"
+        into = _Shadows(conn, targets) if shadows else _Rebuilt(conn, targets)
         try:
-            write = writer.put if writer is not None else functools.partial(_write, conn)
             held = _HeldRows()
+            read: set[str] = set()
             for topic in SOURCE_TOPICS:
-                if topic not in available:
-                    continue
-                for partition in range(log.partitions(topic)):
+                for partition in range(log.partitions(topic)) if topic in available else ():
                     end = reached.get((topic, partition), 0) if projection is not None else None
                     if end == 0:
                         continue
                     records = log.read(topic, partition, 0, end)
+                    next_offset = 0
                     for batch in _batches(records, batch_size):
                         rows = _rows_of(
                             projector,
@@ -622,17 +640,31 @@ def rebuild(
                             partition,
                             batch,
                             projection,
-                            checkpoint_to=projection is None,
+                            # One transaction: only the last position of each partition counts.
+                            checkpoint_to=False,
+                            # The shadow tables resolve keys when they are indexed.
+                            distinct_keys=not shadows,
                         )
-                        write(held.take(rows))
+                        into.write(held.take(rows))
                         if held.full():
-                            write(held.release())
+                            into.write(held.release(complete=False))
+                        next_offset = batch[-1].offset + 1
                         progress.events += len(batch)
                         progress.batches += 1
-            write(held.release())
+                    if projection is None and next_offset:
+                        into.write(
+                            _BatchRows(
+                                [], [], _checkpoint_row(projector, topic, partition, next_offset)
+                            )
+                        )
+                read.add(topic)
+                for table in targets:
+                    if FEEDING_TOPICS[table] <= read and topic in FEEDING_TOPICS[table]:
+                        into.write(held.release(complete=True, table=table))
+                        into.complete(table)
+            into.finish()
         finally:
-            if writer is not None:
-                writer.close()  # every batch written (or the writer's failure raised)
+            into.close()
     return progress
 
 

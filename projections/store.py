@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, make_url, text
+from sqlalchemy import Column, Engine, MetaData, Table, create_engine, event, make_url, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
@@ -271,3 +271,114 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+# Rebuilding a Postgres table: the rows go into a fresh table beside it, without indexes
+# (a bulk index build at the end is several times faster than keeping indexes up to date
+# row by row), which replaces the live table when the caller's transaction commits.
+SHADOW_PREFIX = "cdb_rebuild_"
+
+
+def create_shadow(conn: Connection, table: Table) -> Table:
+    """A fresh, empty Postgres table with ``table``'s columns but no key or index, and its
+    SQLAlchemy handle. Rows are appended to it (``append_values``); it gets its key and
+    indexes when ``swap_in`` puts it in ``table``'s place, or its key earlier from
+    ``add_primary_key`` if rows must be merged into it (``upsert``)."""
+    quote = conn.dialect.identifier_preparer.quote
+    name = SHADOW_PREFIX + table.name
+    conn.exec_driver_sql(
+        f"CREATE TABLE {quote(name)} (LIKE {quote(table.name)} INCLUDING DEFAULTS)"
+    )
+    columns = (Column(c.name, c.type, primary_key=c.primary_key) for c in table.columns)
+    return Table(name, MetaData(), *columns)
+
+
+def add_primary_key(conn: Connection, table: Table) -> None:
+    quote = conn.dialect.identifier_preparer.quote
+    keys = ", ".join(quote(c.name) for c in table.primary_key.columns)
+    conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} ADD PRIMARY KEY ({keys})")
+
+
+def append_values(
+    conn: Connection, table: Table, columns: Sequence[str], values: Sequence[tuple[Any, ...]]
+) -> None:
+    """COPY ``values`` into ``table`` (a shadow), no questions asked."""
+    if not values:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        _copy_into(cursor, quote(table.name), ", ".join(quote(c) for c in columns), values)
+    finally:
+        cursor.close()
+
+
+def _primary_key_name(conn: Connection, relation: str) -> str | None:
+    name: str | None = conn.exec_driver_sql(
+        "SELECT conname FROM pg_constraint WHERE conrelid = %(t)s::regclass AND contype = 'p'",
+        {"t": relation},
+    ).scalar()
+    return name
+
+
+def index_shadow(conn: Connection, table: Table, shadow: Table) -> None:
+    """Give ``shadow`` the primary key (unless it has it) and the indexes of ``table``,
+    under names of its own until ``swap_in``.
+
+    Rows appended twice under one key (a log that holds an event twice) keep the last one
+    written, as an upsert would have: a fresh table that is only appended to stores rows in
+    the order they came, so the highest ``ctid`` is the latest row.
+    """
+    import psycopg
+
+    quote = conn.dialect.identifier_preparer.quote
+    new = quote(shadow.name)
+    if _primary_key_name(conn, shadow.name) is None:
+        savepoint = conn.begin_nested()
+        try:
+            add_primary_key(conn, shadow)
+        except Exception as exc:
+            savepoint.rollback()
+            if not isinstance(getattr(exc, "orig", None), psycopg.errors.UniqueViolation):
+                raise
+            keys = [quote(c.name) for c in table.primary_key.columns]
+            same_key = " AND ".join(f"a.{k} = b.{k}" for k in keys)
+            conn.exec_driver_sql(
+                f"DELETE FROM {new} a USING {new} b WHERE {same_key} AND a.ctid < b.ctid"
+            )
+            add_primary_key(conn, shadow)
+        else:
+            savepoint.commit()
+    indexes = conn.exec_driver_sql(
+        "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x "
+        "JOIN pg_class i ON i.oid = x.indexrelid "
+        "WHERE x.indrelid = %(t)s::regclass AND NOT x.indisprimary ORDER BY i.relname",
+        {"t": table.name},
+    ).all()
+    renames = []
+    for number, (index, definition) in enumerate(indexes):
+        temporary = f"{SHADOW_PREFIX}{table.name[:40]}_{number}"
+        head, _, rest = definition.partition(" ON ")
+        using = rest[rest.index(" USING ") :]
+        conn.exec_driver_sql(f"{head.rsplit(' ', 1)[0]} {quote(temporary)} ON {new}{using}")
+        renames.append((temporary, index))
+    shadow.info["index_renames"] = renames
+
+
+def swap_in(conn: Connection, table: Table, shadow: Table) -> None:
+    """Put ``shadow`` (indexed, see ``index_shadow``) in ``table``'s place, with the names
+    of its key and indexes. Readers of ``table`` wait from here until the commit."""
+    quote = conn.dialect.identifier_preparer.quote
+    if "index_renames" not in shadow.info:
+        index_shadow(conn, table, shadow)
+    live = quote(table.name)
+    constraint = _primary_key_name(conn, table.name)
+    conn.exec_driver_sql(f"DROP TABLE {live}")
+    conn.exec_driver_sql(f"ALTER TABLE {quote(shadow.name)} RENAME TO {live}")
+    shadow_key = _primary_key_name(conn, table.name)
+    if constraint is not None and shadow_key is not None:
+        conn.exec_driver_sql(
+            f"ALTER TABLE {live} RENAME CONSTRAINT {quote(shadow_key)} TO {quote(constraint)}"
+        )
+    for temporary, index in shadow.info["index_renames"]:
+        conn.exec_driver_sql(f"ALTER INDEX {quote(temporary)} RENAME TO {quote(index)}")

@@ -8,8 +8,10 @@ produces the same bytes without building a model (a test holds the two equal).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import orjson
 
 from domain.events import (
@@ -20,6 +22,7 @@ from domain.events import (
     event_id_for,
     validate_event,
 )
+from streams.event_views import ANY_VIEW, DECODERS
 
 
 class DecodeError(ValueError):
@@ -80,6 +83,42 @@ def decode_json(value: bytes) -> dict[str, Any]:
 # Events this codec wrote start with their type; naming it up front lets pydantic parse and
 # validate the bytes in one pass, without building a dict first.
 _TYPE_FIRST = re.compile(rb'\{"type":"([a-z_]{1,40})"')
+
+
+_VIEW_DECODERS = {name.encode(): decoder for name, decoder in DECODERS.items()}
+
+
+def decode_view(value: bytes) -> Any:
+    """The event in ``value``, validated, as a read-only view where one exists (see
+    ``streams.event_views``; same fields, a tenth of the cost) and as its model otherwise.
+    For readers that only read fields, such as projectors."""
+    if value.startswith(b'{"type":"'):
+        decoder = _VIEW_DECODERS.get(value[9 : value.find(b'"', 9)])
+        if decoder is not None:
+            try:
+                view = decoder.decode(value)
+            except msgspec.DecodeError:  # its ValidationError included
+                pass  # the models decide: lax coercion, upcasting, or the reason it is bad
+            else:
+                if view.schema_version == SCHEMA_VERSION:
+                    return view
+    return decode(value)
+
+
+def decode_views(values: Sequence[bytes]) -> list[Any] | None:
+    """``decode_view`` of every value, in one call: None unless every value is an event
+    with a view, of the current schema version (then decode them one by one)."""
+    joined = b"\n".join(values)
+    # One line per value: no value is empty (blank lines are skipped) or spans lines.
+    if not all(values) or joined.count(b"\n") != len(values) - 1:
+        return None
+    try:
+        views: list[Any] = ANY_VIEW.decode_lines(joined)
+    except msgspec.DecodeError:
+        return None
+    if len(views) != len(values) or any(v.schema_version != SCHEMA_VERSION for v in views):
+        return None
+    return views
 
 
 def decode(value: bytes) -> Event:
