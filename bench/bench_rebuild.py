@@ -2,7 +2,8 @@
 
 Writes a seeded embedded log of N projected events (signals, risk decisions, orders,
 fills, position states and snapshots of synthetic runs, as a busy strategy produces them),
-then times `projections.projector.rebuild` into the store, median of several runs.
+then times `projections.rebuild.rebuild` into the store, median of several runs, and, as
+the baseline of the same go, a bare COPY of as many ready-made rows.
 
 Then the seed's retention window (R17): 14 days of 1-minute candles for 10 symbols,
 through one backtest, every projected event of it (candles included) rebuilt.
@@ -162,7 +163,7 @@ def write_retention_window(root: Path, workdir: Path, symbols: int, days: int) -
 
 
 def time_rebuilds(log_root: Path, url: str, runs: int, label: str) -> tuple[int, list[float]]:
-    from projections.projector import rebuild
+    from projections.rebuild import rebuild
     from projections.store import open_store
     from streams.embedded_log import EmbeddedLog
 
@@ -179,6 +180,39 @@ def time_rebuilds(log_root: Path, url: str, runs: int, label: str) -> tuple[int,
     finally:
         engine.dispose()
     return events, walls
+
+
+_SIGNAL_PAYLOAD = ("BTC_USD", "BUY", None, "SMA_CROSS_UP", "sma_cross", 100.0)
+
+
+def time_copy_baseline(url: str, rows: int, runs: int) -> list[float]:
+    """The baseline in the same go: COPY of ``rows`` ready-made signal rows (tuples, as the
+    projector makes them) from this process into a fresh unindexed (logged) table, in one
+    transaction, dropped afterwards."""
+    import psycopg
+    from sqlalchemy import make_url
+
+    values = [
+        (f"bench-{i // 10_000}", i, 1_600_000_000_000 + i * 60_000, *_SIGNAL_PAYLOAD)
+        for i in range(rows)
+    ]
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    walls = []
+    with psycopg.connect(dsn) as conn:
+        for i in range(runs):
+            print(f"  COPY baseline {i + 1}/{runs}", file=sys.stderr, flush=True)
+            conn.execute("DROP TABLE IF EXISTS cdb_copy_baseline")
+            conn.commit()
+            started = time.perf_counter()
+            with conn.transaction():
+                conn.execute("CREATE TABLE cdb_copy_baseline (LIKE signals)")
+                with conn.cursor().copy("COPY cdb_copy_baseline FROM STDIN") as copy:
+                    for row in values:
+                        copy.write_row(row)
+            walls.append(time.perf_counter() - started)
+            conn.execute("DROP TABLE cdb_copy_baseline")
+            conn.commit()
+    return walls
 
 
 def main() -> None:
@@ -210,6 +244,7 @@ def main() -> None:
         counted, bulk = time_rebuilds(workdir / "log", url, args.runs, "synthetic events")
         assert counted == events, (counted, events)
         window_events, window = time_rebuilds(workdir / "window", url, args.runs, "window")
+        baseline = time_copy_baseline(url, events, args.runs)
     finally:
         if server is not None:
             server.cleanup()
@@ -234,10 +269,20 @@ def main() -> None:
             f"| {name} | {store} | {count:,} | {median:.2f} | {count / median:,.0f} "
             f"| {len(walls)} |"
         )
+    copy_rate = events / statistics.median(baseline)
+    print(
+        f"| baseline: COPY of {events:,} ready-made rows into an unindexed table | {store} "
+        f"| {events:,} | {statistics.median(baseline):.2f} | {copy_rate:,.0f} rows/s "
+        f"| {len(baseline)} |"
+    )
     print()
     print(
+        f"Rebuild / COPY baseline: {events / statistics.median(bulk) / copy_rate:.2f} "
+        "(events per second of the rebuild over rows per second of the bare COPY)"
+    )
+    print(
         f"Individual times (s): synthetic {[round(w, 2) for w in bulk]}; "
-        f"window {[round(w, 2) for w in window]}"
+        f"window {[round(w, 2) for w in window]}; COPY {[round(w, 2) for w in baseline]}"
     )
 
 

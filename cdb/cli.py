@@ -28,7 +28,8 @@ from domain.strategies import STRATEGIES, StrategyConfigError
 from projections import tables
 from projections.candle_sink import CandleSink
 from projections.digest import projection_digest
-from projections.projector import ProjectionError, catch_up, projector_name, rebuild
+from projections.projector import ProjectionError, catch_up, projector_name
+from projections.rebuild import rebuild
 from projections.report import render_report
 from projections.store import StoreError, normalise_store_url, upgrade
 from streams.backtest import BacktestOutcome, RunIdError, run_backtest

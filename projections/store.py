@@ -275,22 +275,36 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 
 # Rebuilding a Postgres table: the rows go into a fresh table beside it, without indexes
 # (a bulk index build at the end is several times faster than keeping indexes up to date
-# row by row), which replaces the live table when the caller's transaction commits.
+# row by row), which then takes the live table's place in one transaction.
 SHADOW_PREFIX = "cdb_rebuild_"
+# Held (pg_advisory_lock) by a rebuild while shadow tables exist: rebuilds take turns.
+REBUILD_LOCK = 7262020
+
+
+def shadow_of(table: Table) -> Table:
+    """The SQLAlchemy handle of ``table``'s shadow (see ``create_shadow``)."""
+    columns = (Column(c.name, c.type, primary_key=c.primary_key) for c in table.columns)
+    return Table(SHADOW_PREFIX + table.name, MetaData(), *columns)
 
 
 def create_shadow(conn: Connection, table: Table) -> Table:
     """A fresh, empty Postgres table with ``table``'s columns but no key or index, and its
-    SQLAlchemy handle. Rows are appended to it (``append_values``); it gets its key and
-    indexes when ``swap_in`` puts it in ``table``'s place, or its key earlier from
-    ``add_primary_key`` if rows must be merged into it (``upsert``)."""
+    handle. Rows are appended to it (``append_values``); it gets its key and indexes from
+    ``index_shadow`` (its key earlier from ``add_primary_key`` if rows must be merged into
+    it by ``upsert``), and takes ``table``'s place in ``swap_in``."""
     quote = conn.dialect.identifier_preparer.quote
-    name = SHADOW_PREFIX + table.name
+    shadow = shadow_of(table)
     conn.exec_driver_sql(
-        f"CREATE TABLE {quote(name)} (LIKE {quote(table.name)} INCLUDING DEFAULTS)"
+        f"CREATE TABLE {quote(shadow.name)} (LIKE {quote(table.name)} INCLUDING DEFAULTS)"
     )
-    columns = (Column(c.name, c.type, primary_key=c.primary_key) for c in table.columns)
-    return Table(name, MetaData(), *columns)
+    return shadow
+
+
+def drop_shadows(conn: Connection, tables: Sequence[Table]) -> None:
+    """Drop what an interrupted rebuild may have left (shadows are never read)."""
+    quote = conn.dialect.identifier_preparer.quote
+    for table in tables:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(shadow_of(table).name)}")
 
 
 def add_primary_key(conn: Connection, table: Table) -> None:
@@ -321,9 +335,24 @@ def _primary_key_name(conn: Connection, relation: str) -> str | None:
     return name
 
 
-def index_shadow(conn: Connection, table: Table, shadow: Table) -> None:
-    """Give ``shadow`` the primary key (unless it has it) and the indexes of ``table``,
-    under names of its own until ``swap_in``.
+def _indexes(conn: Connection, table: Table) -> list[tuple[str, str, str]]:
+    """``table``'s indexes other than its key: name, definition, and the name its shadow's
+    copy has until ``swap_in``."""
+    found = conn.exec_driver_sql(
+        "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x "
+        "JOIN pg_class i ON i.oid = x.indexrelid "
+        "WHERE x.indrelid = %(t)s::regclass AND NOT x.indisprimary ORDER BY i.relname",
+        {"t": table.name},
+    ).all()
+    return [
+        (name, definition, f"{SHADOW_PREFIX}{table.name[:40]}_{number}")
+        for number, (name, definition) in enumerate(found)
+    ]
+
+
+def index_shadow(conn: Connection, table: Table) -> None:
+    """Give ``table``'s shadow the primary key (unless it has it) and the indexes of
+    ``table``, under names of its own until ``swap_in``.
 
     Rows appended twice under one key (a log that holds an event twice) keep the last one
     written, as an upsert would have: a fresh table that is only appended to stores rows in
@@ -332,6 +361,7 @@ def index_shadow(conn: Connection, table: Table, shadow: Table) -> None:
     import psycopg
 
     quote = conn.dialect.identifier_preparer.quote
+    shadow = shadow_of(table)
     new = quote(shadow.name)
     if _primary_key_name(conn, shadow.name) is None:
         savepoint = conn.begin_nested()
@@ -349,36 +379,25 @@ def index_shadow(conn: Connection, table: Table, shadow: Table) -> None:
             add_primary_key(conn, shadow)
         else:
             savepoint.commit()
-    indexes = conn.exec_driver_sql(
-        "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x "
-        "JOIN pg_class i ON i.oid = x.indexrelid "
-        "WHERE x.indrelid = %(t)s::regclass AND NOT x.indisprimary ORDER BY i.relname",
-        {"t": table.name},
-    ).all()
-    renames = []
-    for number, (index, definition) in enumerate(indexes):
-        temporary = f"{SHADOW_PREFIX}{table.name[:40]}_{number}"
+    for _name, definition, temporary in _indexes(conn, table):
         head, _, rest = definition.partition(" ON ")
         using = rest[rest.index(" USING ") :]
         conn.exec_driver_sql(f"{head.rsplit(' ', 1)[0]} {quote(temporary)} ON {new}{using}")
-        renames.append((temporary, index))
-    shadow.info["index_renames"] = renames
 
 
-def swap_in(conn: Connection, table: Table, shadow: Table) -> None:
-    """Put ``shadow`` (indexed, see ``index_shadow``) in ``table``'s place, with the names
+def swap_in(conn: Connection, table: Table) -> None:
+    """Put ``table``'s shadow (indexed, see ``index_shadow``) in its place, with the names
     of its key and indexes. Readers of ``table`` wait from here until the commit."""
     quote = conn.dialect.identifier_preparer.quote
-    if "index_renames" not in shadow.info:
-        index_shadow(conn, table, shadow)
     live = quote(table.name)
     constraint = _primary_key_name(conn, table.name)
+    indexes = _indexes(conn, table)
     conn.exec_driver_sql(f"DROP TABLE {live}")
-    conn.exec_driver_sql(f"ALTER TABLE {quote(shadow.name)} RENAME TO {live}")
+    conn.exec_driver_sql(f"ALTER TABLE {quote(shadow_of(table).name)} RENAME TO {live}")
     shadow_key = _primary_key_name(conn, table.name)
     if constraint is not None and shadow_key is not None:
         conn.exec_driver_sql(
             f"ALTER TABLE {live} RENAME CONSTRAINT {quote(shadow_key)} TO {quote(constraint)}"
         )
-    for temporary, index in shadow.info["index_renames"]:
-        conn.exec_driver_sql(f"ALTER INDEX {quote(temporary)} RENAME TO {quote(index)}")
+    for name, _definition, temporary in indexes:
+        conn.exec_driver_sql(f"ALTER INDEX {quote(temporary)} RENAME TO {quote(name)}")

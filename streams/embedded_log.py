@@ -236,6 +236,9 @@ class _PartitionWriter:
 class EmbeddedLog:
     """Topics with partitions and offsets under one directory. See the module docstring."""
 
+    # A forked process can go on reading through this object: reads open their own files.
+    readable_after_fork = True
+
     def __init__(self, root: Path, default_partitions: int = 1, *, lock: bool = True) -> None:
         """``lock=False`` is for a helper process of the lock holder: it writes partitions
         the holder leaves alone, under the holder's lock."""
@@ -379,28 +382,40 @@ class EmbeddedLog:
         verify: bool = True,
     ) -> Iterator[Record]:
         """Records with ``from_offset <= offset < to_offset`` (to the end when None)."""
+        for key, first, lines in self._lines(topic, partition, from_offset, to_offset, verify):
+            for offset, line in enumerate(lines, first):
+                ts, value = line.split(b"\t", 1)
+                yield Record(topic, partition, offset, int(ts), key, value)
+
+    def read_values(
+        self, topic: str, partition: int, from_offset: int = 0, to_offset: int | None = None
+    ) -> Iterator[tuple[int, list[bytes]]]:
+        """``read`` for a reader of values only, a stored batch at a time: the first offset
+        and the values (at consecutive offsets) of each, without a record per value."""
+        for _key, first, lines in self._lines(topic, partition, from_offset, to_offset, True):
+            yield first, [line.partition(b"\t")[2] for line in lines]
+
+    def _lines(
+        self,
+        topic: str,
+        partition: int,
+        from_offset: int,
+        to_offset: int | None,
+        verify: bool,
+        from_time: int | None = None,
+        position: int | None = None,
+    ) -> Iterator[tuple[str, int, list[bytes]]]:
+        """Per stored batch in the range: its key, the first offset in the range, and the
+        lines (``timestamp TAB value``) in the range."""
         writer = self._writers.get((topic, partition))
         if writer is not None:
             writer.flush()
         path = self._segment(topic, partition)
         if not path.exists():
             return
-        index = _Index(path.with_suffix(".index"))
         from_offset = max(from_offset, 0)
-        _, position = index.seek_offset(from_offset)
-        yield from self._scan(topic, partition, path, position, from_offset, to_offset, verify)
-
-    def _scan(
-        self,
-        topic: str,
-        partition: int,
-        path: Path,
-        position: int,
-        from_offset: int,
-        to_offset: int | None,
-        verify: bool,
-        from_time: int | None = None,
-    ) -> Iterator[Record]:
+        if position is None:
+            _, position = _Index(path.with_suffix(".index")).seek_offset(from_offset)
         with open(path, "rb") as handle:
             handle.seek(position)
             for header, _at in _batches(handle):
@@ -418,13 +433,13 @@ class EmbeddedLog:
                     raise CorruptRecord(
                         f"{topic}/{partition}: batch at offset {header.base} is corrupt"
                     )
-                key = header.key.decode()
-                offset = header.base
-                for line in payload.split(b"\n")[:-1]:
-                    if offset >= from_offset and (to_offset is None or offset < to_offset):
-                        ts, value = line.split(b"\t", 1)
-                        yield Record(topic, partition, offset, int(ts), key, value)
-                    offset += 1
+                lines = payload.split(b"\n")
+                lines.pop()  # after the last newline
+                first = max(from_offset, header.base)
+                stop = end if to_offset is None else min(end, to_offset)
+                if first > header.base or stop < end:
+                    lines = lines[first - header.base : stop - header.base]
+                yield header.key.decode(), first, lines
 
     def offset_for_time(self, topic: str, partition: int, timestamp: int) -> int:
         """The first offset whose record time is >= ``timestamp`` (the end if none is)."""
@@ -433,9 +448,11 @@ class EmbeddedLog:
             return 0
         index = _Index(path.with_suffix(".index"))
         offset, position = index.seek_time(timestamp)
-        for record in self._scan(
-            topic, partition, path, position, offset, None, False, from_time=timestamp
-        ):
-            if record.timestamp >= timestamp:
-                return record.offset
+        batches = self._lines(
+            topic, partition, offset, None, False, from_time=timestamp, position=position
+        )
+        for _key, first, lines in batches:
+            for at, line in enumerate(lines, first):
+                if int(line.split(b"\t", 1)[0]) >= timestamp:
+                    return at
         return self.end_offset(topic, partition)

@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from domain.run_config import BacktestConfig
 from projections import tables
 from projections.digest import projection_digest
-from projections.projector import ProjectionError, catch_up, rebuild
+from projections.projector import ProjectionError, catch_up
+from projections.rebuild import rebuild
 from projections.store import COPY_FROM_ROWS, open_store, sqlite_url
 from streams.backtest import BacktestOutcome, run_backtest
 from streams.csv_source import CsvCandleSource
@@ -71,6 +72,9 @@ def test_projection_is_idempotent(store: Engine, run: tuple[EmbeddedLog, Backtes
     assert dead == 1
 
 
+SHADOWS_LEFT = "SELECT count(*) FROM pg_class WHERE relname LIKE 'cdb\\_rebuild\\_%'"
+
+
 def test_rebuild_gives_the_live_digest(
     store: Engine, run: tuple[EmbeddedLog, BacktestOutcome]
 ) -> None:
@@ -94,12 +98,12 @@ def test_a_rebuild_that_writes_completed_rows_early_gives_the_live_digest(
 ) -> None:
     """Rows held for completion are written early when there are too many of them; what
     later events add to them is then merged by the store, with the same result."""
-    from projections import projector
+    from projections import rebuild as rebuilding
 
     log, _ = run
     catch_up(log, store)
     live = projection_digest(store)
-    monkeypatch.setattr(projector, "HELD_ROWS", 7)
+    monkeypatch.setattr(rebuilding, "HELD_ROWS", 7)
     rebuild(log, store, batch_size=50)
     assert projection_digest(store) == live
 
@@ -115,6 +119,8 @@ def test_readers_never_see_a_half_built_rebuild(
 
     class PausingLog:
         """The same log, pausing the rebuild after its first batch of order results."""
+
+        read_values = None  # so the rebuild reads records, through the pause below
 
         def __getattr__(self, name: str) -> object:
             return getattr(log, name)
@@ -206,11 +212,13 @@ def test_cdb_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "cannot reach the store" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_rebuild_that_fails_on_postgres_leaves_the_old_tables(
-    postgres_url: str, run: tuple[EmbeddedLog, BacktestOutcome]
+    postgres_url: str, run: tuple[EmbeddedLog, BacktestOutcome], workers: int
 ) -> None:
     """A write refused by the database (here a symbol longer than its column) stops the
-    rebuild with that error, and the tables stay as they were."""
+    rebuild with that error, in this process or in a worker, and the tables stay as they
+    were."""
     from domain.events import StrategySignal
     from streams import topics
     from streams.codec import encode
@@ -239,8 +247,10 @@ def test_a_rebuild_that_fails_on_postgres_leaves_the_old_tables(
         log.append(topics.SIGNALS, outcome.run_id, [(0, encode(too_long))])
         log.commit()
         with pytest.raises(Exception, match="too long"):
-            rebuild(log, engine)
+            rebuild(log, engine, workers=workers)
         assert projection_digest(engine) == before
+        with engine.connect() as conn:
+            assert conn.execute(text(SHADOWS_LEFT)).scalar_one() == 0
     finally:
         engine.dispose()
 
@@ -275,14 +285,14 @@ def test_an_event_logged_twice_folds_as_once_live_and_rebuilt(
     assert price == original.price + 1.0
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_postgres_rebuild_leaves_the_schema_as_the_migrations_built_it(
-    postgres_url: str, run: tuple[EmbeddedLog, BacktestOutcome]
+    postgres_url: str, run: tuple[EmbeddedLog, BacktestOutcome], workers: int
 ) -> None:
     """The rebuilt tables take the place of the old ones under the same names, with the
     same key, indexes and columns; nothing of the rebuild is left beside them."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import text
 
     log, _ = run
     engine = open_store(postgres_url)
@@ -300,15 +310,30 @@ def test_a_postgres_rebuild_leaves_the_schema_as_the_migrations_built_it(
         catch_up(log, engine)
         with engine.connect() as conn:
             indexes, keys = conn.execute(catalogue).all(), conn.execute(constraints).all()
-        rebuild(log, engine)
+        rebuild(log, engine, workers=workers)
         rebuild(log, engine, "orders")
         with engine.connect() as conn:
             assert conn.execute(catalogue).all() == indexes
             assert conn.execute(constraints).all() == keys
             assert compare_metadata(MigrationContext.configure(conn), tables.metadata) == []
-            left = conn.execute(
-                text("SELECT count(*) FROM pg_class WHERE relname LIKE 'cdb\\_rebuild\\_%'")
-            ).scalar_one()
-        assert left == 0
+            assert conn.execute(text(SHADOWS_LEFT)).scalar_one() == 0
     finally:
         engine.dispose()
+
+
+def test_a_rebuild_by_several_workers_gives_the_single_process_result(
+    store: Engine, run: tuple[EmbeddedLog, BacktestOutcome]
+) -> None:
+    """Topics folded by two processes at once (on Postgres; SQLite folds in one): the same
+    tables, the same checkpoints, and the same record count as one process folds."""
+    log, outcome = run
+    catch_up(log, store)
+    live = projection_digest(store)
+    with store.connect() as conn:
+        live_checkpoints = conn.execute(select(tables.checkpoints)).all()
+    progress = rebuild(log, store, workers=2, batch_size=700)
+    assert progress.events == rebuild(log, store, workers=1).events > outcome.completed.candles
+    rebuild(log, store, workers=2)
+    assert projection_digest(store) == live
+    with store.connect() as conn:
+        assert sorted(conn.execute(select(tables.checkpoints)).all()) == sorted(live_checkpoints)

@@ -9,7 +9,8 @@ import pytest
 
 from cdb.cli import main
 from projections.digest import projection_digest
-from projections.projector import catch_up, rebuild
+from projections.projector import catch_up
+from projections.rebuild import rebuild
 from projections.store import open_store, sqlite_url
 from streams.embedded_log import EmbeddedLog
 
