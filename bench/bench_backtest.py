@@ -153,7 +153,10 @@ def main() -> None:
     )
     results = [
         measure(
-            "cdb backtest (2 processes)", cdb_runner(csv, args.workdir), args.runs, args.candles
+            "cdb backtest (default, 3 processes)",
+            cdb_runner(csv, args.workdir),
+            args.runs,
+            args.candles,
         ),
         measure(
             "cdb backtest (CDB_SINGLE_PROCESS=1)",

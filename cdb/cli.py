@@ -296,7 +296,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             sink.close()
         try:
             catch_up(log, engine, until=outcome.written)
-            proj_digest = projection_digest(engine, outcome.run_id)
+            proj_digest = projection_digest(engine, outcome.run_id, known=outcome.sink_report)
             with engine.connect() as conn:
                 run = (
                     conn.execute(select(tables.runs).where(tables.runs.c.run_id == outcome.run_id))

@@ -13,6 +13,7 @@ collation may follow a locale), which is the order Python gives strings too.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -45,18 +46,31 @@ def _with_booleans(row: tuple[Any, ...], flags: list[int]) -> list[Any]:
     return values
 
 
-def projection_digest(engine: Engine, run_id: str | None = None) -> str:
+def projection_digest(
+    engine: Engine,
+    run_id: str | None = None,
+    known: Mapping[str, tuple[int, str]] | None = None,
+) -> str:
+    """The digest of the read models (of ``run_id``'s rows, if given). ``known``: tables
+    whose row count and hash of the run's rows the caller has already made from the rows
+    it committed (a backtest's candles, see ``projections.candle_sink``); they are not
+    read back."""
     with collector_paused():  # millions of short-lived row tuples
-        return _digest(engine, run_id)
+        return _digest(engine, run_id, known if run_id is not None and known else {})
 
 
-def _digest(engine: Engine, run_id: str | None) -> str:
+def _digest(engine: Engine, run_id: str | None, known: Mapping[str, tuple[int, str]]) -> str:
     outer = hashlib.sha256()
     dialect = engine.dialect.name
     quote = engine.dialect.identifier_preparer.quote
     with engine.connect() as conn:
         raw: Any = conn.connection.driver_connection
         for table in sorted(READ_MODELS, key=lambda t: t.name):
+            columns = ",".join(c.name for c in table.columns)
+            if table.name in known:
+                count, hexdigest = known[table.name]
+                outer.update(f"{table.name}\t{columns}\t{count}\t{hexdigest}\n".encode())
+                continue
             sql = _select(table, dialect, quote, run_id is not None)
             # A server-side cursor on Postgres, so the rows stream instead of piling up.
             cursor = raw.cursor(name="cdb_digest") if dialect == "postgresql" else raw.cursor()
@@ -78,7 +92,6 @@ def _digest(engine: Engine, run_id: str | None) -> str:
                         update(b"\n")
             finally:
                 cursor.close()
-            columns = ",".join(c.name for c in table.columns)
             outer.update(f"{table.name}\t{columns}\t{count}\t{inner.hexdigest()}\n".encode())
         conn.rollback()
     return outer.hexdigest()

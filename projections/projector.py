@@ -344,17 +344,6 @@ def write_rows(conn: Connection, batch: BatchRows) -> None:
         upsert(conn, tables.checkpoints, [batch.checkpoint])
 
 
-def _apply(
-    conn: Connection,
-    projector: str,
-    topic: str,
-    partition: int,
-    records: list[Record],
-) -> None:
-    offsets = [record.offset for record in records]
-    write_rows(conn, rows_of(projector, topic, partition, offsets, [r.value for r in records]))
-
-
 def checkpoints_of(conn: Connection, projector: str) -> dict[tuple[str, int], int]:
     rows = conn.execute(
         select(
@@ -419,10 +408,11 @@ def _catch_up(
             start = checkpoint(engine, projector, topic, partition)
             if end is not None and start >= end:
                 continue
-            for batch in batches(log.read(topic, partition, start, end), batch_size):
+            for offsets, values in value_batches(log, topic, partition, start, end, batch_size):
+                rows = rows_of(projector, topic, partition, offsets, values)
                 with engine.begin() as conn:
-                    _apply(conn, projector, topic, partition, batch)
-                progress.events += len(batch)
+                    write_rows(conn, rows)
+                progress.events += len(values)
                 progress.batches += 1
     return progress
 

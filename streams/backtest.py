@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 from domain.events import (
     BacktestRunMetadata,
@@ -64,6 +65,8 @@ class BacktestOutcome:
     log_digest: str
     # The end offset this run reached in each (topic, partition) its events went to.
     written: dict[tuple[str, int], int] = field(default_factory=dict)
+    # What the market-data sink reported once every candle was appended (if there was one).
+    sink_report: Any = None
 
 
 def existing_run_ids(log: EventLog) -> set[str]:
@@ -219,6 +222,7 @@ def run_backtest(
             if publisher is not None:
                 publisher.publish(batch)
                 writer.set_digest(topics.MARKET_DATA, publisher.finish(trailer=[marker]))
+                sink_report = publisher.sink_report
                 publisher = None
                 # The child appended the candles; the read models need to know where they end.
                 partition = topics.partition_for(run_id, log.partitions(topics.MARKET_DATA))
@@ -228,6 +232,7 @@ def run_backtest(
             else:
                 writer.market_data_inline(batch, pipeline.candles - len(batch))
                 publish([marker])
+                sink_report = market_data_sink.report() if market_data_sink is not None else None
         finally:
             if publisher is not None:
                 publisher.abort()
@@ -237,7 +242,7 @@ def run_backtest(
     log.commit()
     completed = final[-1]
     assert isinstance(completed, RunCompleted)
-    return BacktestOutcome(run_id, completed, writer.digest(), writer.written)
+    return BacktestOutcome(run_id, completed, writer.digest(), writer.written, sink_report)
 
 
 class RunWriter:

@@ -10,6 +10,10 @@ Guarantees: batches are appended in the order they were handed over; backpressur
 from the pipe (the engine waits when the child falls behind, memory stays flat); the child
 commits (fsync) before it reports its digest; any failure in the child surfaces in the
 engine as a ``LogError`` with the child's message.
+
+A sink (the candles read model) runs in a third process that the child feeds the same
+pickled columns after each append; the child waits for it and hands its report back with
+the digest.
 """
 
 from __future__ import annotations
@@ -18,10 +22,9 @@ import contextlib
 import gc
 import multiprocessing
 import pickle
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from domain.events import Candle, Event
 from streams import topics
@@ -34,23 +37,53 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-# Called with (run id, partition, first offset, first sequence, candle columns) after each
-# batch of candles is appended: where their read-model rows can be made from plain values.
-MarketDataSink = Callable[[str, int, int, int, tuple[tuple[Any, ...], ...]], None]
+class MarketDataSink(Protocol):
+    """Called with (run id, partition, first offset, first sequence, candle columns) after
+    each batch of candles is appended: where their read-model rows can be made from plain
+    values. Runs in the process that appends the candles."""
+
+    def __call__(
+        self,
+        run_id: str,
+        partition: int,
+        first_offset: int,
+        first_sequence: int,
+        columns: tuple[tuple[Any, ...], ...],
+    ) -> None: ...
+
+    def report(self) -> Any:
+        """What the sink has to say once every candle is appended (picklable: it comes back
+        from the market-data process)."""
 
 
 class MarketDataPublisher:
     def __init__(self, log_root: Path, run_id: str, sink: MarketDataSink | None = None) -> None:
         context = multiprocessing.get_context("fork")
+        # The sink, if any, runs in a third process fed by the market-data process, so
+        # writing read-model rows does not hold up appending to the log (three busy
+        # processes on two cores beat two where one does both).
+        self._sink_process = None
+        channel = None
+        if sink is not None:
+            sink_end, channel_end = context.Pipe(duplex=True)
+            self._sink_process = context.Process(
+                target=_serve_sink, args=(sink_end, sink), daemon=True, name="cdb-candle-sink"
+            )
+            self._sink_process.start()
+            sink_end.close()
+            channel = _SinkChannel(channel_end)
         self._conn, child_end = context.Pipe(duplex=True)
         self._process = context.Process(
             target=_serve,
-            args=(log_root, run_id, child_end, sink),
+            args=(log_root, run_id, child_end, channel),
             daemon=True,
             name="cdb-market-data",
         )
         self._process.start()
         child_end.close()
+        if channel is not None:
+            channel_end.close()  # the market-data process holds it now
+        self.sink_report: Any = None
 
     def publish(self, candles: list[Candle]) -> None:
         try:
@@ -71,16 +104,20 @@ class MarketDataPublisher:
         finally:
             self._process.join(timeout=30)
             self._conn.close()
+            if self._sink_process is not None:
+                self._sink_process.join(timeout=30)
         if reply[0] != "ok":
             raise LogError(f"writing market_data failed: {reply[1]}")
         digest = TopicDigest()
-        digest.count, digest.finished = reply[1], reply[2]
+        digest.count, digest.finished, self.sink_report = reply[1], reply[2], reply[3]
         return digest
 
     def abort(self) -> None:
-        if self._process.is_alive():
-            self._process.terminate()
-        self._process.join(timeout=5)
+        for process in (self._process, self._sink_process):
+            if process is not None:
+                if process.is_alive():
+                    process.terminate()
+                process.join(timeout=5)
         self._conn.close()
 
     def _failure(self, what: str) -> str:
@@ -95,7 +132,43 @@ class MarketDataPublisher:
         return f"{what} (exit code {self._process.exitcode})"
 
 
-def _serve(log_root: Path, run_id: str, conn: Connection, sink: MarketDataSink | None) -> None:
+class _SinkChannel:
+    """The market-data process's end of the pipe to the sink's process."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def send(self, at: tuple[str, int, int, int], columns: bytes) -> None:
+        with contextlib.suppress(OSError):  # a sink that died stood down: nothing is lost
+            self._conn.send_bytes(pickle.dumps((at, columns), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def report(self) -> Any:
+        """Wait until every batch is written; the sink's report (None if it died)."""
+        try:
+            self._conn.send_bytes(b"")
+            return self._conn.recv()
+        except (OSError, EOFError):
+            return None
+        finally:
+            self._conn.close()
+
+
+def _serve_sink(conn: Connection, sink: MarketDataSink) -> None:
+    gc.disable()
+    try:
+        while data := conn.recv_bytes():
+            (run_id, partition, first_offset, first_sequence), columns = pickle.loads(data)
+            sink(run_id, partition, first_offset, first_sequence, pickle.loads(columns))
+        conn.send(sink.report())
+    except (EOFError, OSError):
+        pass  # the market-data process is gone (aborted): so is the run
+    finally:
+        conn.close()
+
+
+def _serve(
+    log_root: Path, run_id: str, conn: Connection, sink_process: _SinkChannel | None
+) -> None:
     gc.disable()  # acyclic, short-lived objects only; see streams.backtest
     log = EmbeddedLog(log_root, lock=False)
     digest = TopicDigest()
@@ -123,15 +196,19 @@ def _serve(log_root: Path, run_id: str, conn: Connection, sink: MarketDataSink |
                 )
             ]
             partition, first_offset = log.append(topics.MARKET_DATA, run_id, records)
-            if sink is not None:
-                sink(run_id, partition, first_offset, sequence, columns)
+            if sink_process is not None:
+                sink_process.send((run_id, partition, first_offset, sequence), data)
             sequence += len(records)
             digest.update([value for _, value in records])
         log.commit()
         log.close()
-        conn.send(("ok", digest.count, digest.hexdigest()))
+        report = sink_process.report() if sink_process is not None else None
+        sink_process = None
+        conn.send(("ok", digest.count, digest.hexdigest(), report))
     except BaseException as exc:  # report everything to the engine, then stop
         with contextlib.suppress(OSError):
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
+        if sink_process is not None:  # after a failure: let it finish what it has
+            sink_process.report()
         conn.close()
