@@ -16,6 +16,7 @@ from projections.store import normalise_store_url, open_store, sqlite_url
 from streams.embedded_log import EmbeddedLog
 from streams.kafka_log import KafkaLog, parse_kafka_url
 from streams.log_port import EventLog, LogError
+from streams.snapshots import SnapshotStore
 
 DATA_DIR_ENV = "CDB_DATA_DIR"
 # Where the log lives: "embedded" (under the data directory) or kafka://HOST:PORT.
@@ -118,6 +119,11 @@ def open_log(config: Settings) -> EventLog:
             raise LogError(f"${PARTITIONS_ENV} must be a positive whole number, not {raw!r}")
         return KafkaLog(parse_kafka_url(config.log_url), default_partitions=int(raw))
     return EmbeddedLog(config.log_dir)
+
+
+def snapshot_store(config: Settings) -> SnapshotStore:
+    """Where the engine's snapshots are kept: beside the log, in the data directory."""
+    return SnapshotStore(config.data_dir / "snapshots")
 
 
 def log_exists(config: Settings) -> bool:

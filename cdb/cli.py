@@ -37,6 +37,7 @@ from streams.csv_source import CsvCandleSource, DataSourceError, parse_data_spec
 from streams.digest import log_digest
 from streams.embedded_log import EmbeddedLog
 from streams.log_port import EventLog, LogError, describe
+from streams.replay import ReplayError, ReplayOutcome, replay_market_data
 
 EXIT_USAGE = 2
 
@@ -181,6 +182,20 @@ def _parser() -> argparse.ArgumentParser:
         "a faust agent",
     )
 
+    replay = commands.add_parser(
+        "replay",
+        help="re-run the engine over a range of market_data offsets into a new run; compare",
+        parents=[places],
+    )
+    replay.add_argument("--topic", required=True, help="the topic of the range: market_data")
+    replay.add_argument("--partition", type=int, default=0)
+    replay.add_argument("--from-offset", type=int, help="the first offset replayed")
+    replay.add_argument("--to-offset", type=int, help="the last offset replayed (included)")
+    replay.add_argument("--from-time", help="instead of --from-offset: epoch ms or ISO time")
+    replay.add_argument("--to-time", help="instead of --to-offset: epoch ms or ISO (included)")
+    replay.add_argument("--run-id", help="name the replay's run (default: derived)")
+    replay.add_argument("--json", action="store_true", help="print one JSON object")
+
     report = commands.add_parser("report", help="write the HTML report of a run", parents=[places])
     report.add_argument("--run-id", required=True)
     report.add_argument("--out", type=Path, required=True, metavar="FILE.html")
@@ -291,6 +306,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             on_progress=progress,
             parallel=not settings.single_process,
             market_data_sink=sink,
+            snapshots=bootstrap.snapshot_store(settings) if isinstance(log, EmbeddedLog) else None,
         )
         if sink is not None:
             sink.close()
@@ -508,6 +524,126 @@ def _read(log: EventLog, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- replay -----------------------------------------------------------------------------------
+
+
+def _replay_range(log: EventLog, args: argparse.Namespace) -> tuple[int, int]:
+    if args.from_offset is not None and args.from_time is not None:
+        raise UsageError("give --from-offset or --from-time, not both")
+    if args.to_offset is not None and args.to_time is not None:
+        raise UsageError("give --to-offset or --to-time, not both")
+    if args.topic not in log.topic_names():
+        raise UsageError(f"unknown topic {args.topic!r} (topics: {', '.join(log.topic_names())})")
+    if not 0 <= args.partition < log.partitions(args.topic):
+        raise UsageError(
+            f"topic {args.topic} has partitions 0..{log.partitions(args.topic) - 1}, "
+            f"not {args.partition}"
+        )
+    first = args.from_offset
+    if args.from_time is not None:
+        first = log.offset_for_time(args.topic, args.partition, _time_arg(args.from_time))
+    last = args.to_offset
+    if args.to_time is not None:  # the last record at or before that time
+        after = log.offset_for_time(args.topic, args.partition, _time_arg(args.to_time) + 1)
+        last = after - 1
+    if first is None or last is None:
+        raise UsageError("give the range: --from-offset/--from-time and --to-offset/--to-time")
+    return first, last
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    log = _existing_log(args)
+    try:
+        first, last = _replay_range(log, args)
+        if args.topic != "market_data":
+            raise UsageError(
+                f"cannot replay topic {args.topic!r}: a replay re-runs the engine over a range "
+                "of market_data offsets (--topic market_data)"
+            )
+        snapshots = bootstrap.snapshot_store(settings)
+        try:
+            outcome = replay_market_data(log, snapshots, args.partition, first, last, args.run_id)
+        except ReplayError as exc:
+            raise UsageError(str(exc)) from None
+        engine = bootstrap.open_read_models(settings)
+        try:
+            catch_up(log, engine)
+        finally:
+            engine.dispose()
+    finally:
+        log.close()
+    summary = _replay_summary(outcome)
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+    else:
+        _print_replay(summary)
+    return 0
+
+
+def _replay_summary(outcome: ReplayOutcome) -> dict[str, Any]:
+    c = outcome.comparison
+    divergence = c.first_divergence
+    return {
+        "run_id": outcome.run_id,
+        "original_run_id": outcome.original_run_id,
+        "topic": "market_data",
+        "partition": outcome.partition,
+        "from_offset": outcome.from_offset,
+        "to_offset": outcome.to_offset,
+        "candles": outcome.candles,
+        "restored_from_snapshot_at_candle": outcome.restored_from,
+        "refolded_candles": outcome.refolded,
+        "events_compared": c.events,
+        "identical": c.identical,
+        "first_divergence": None
+        if divergence is None
+        else {
+            "topic": divergence.topic,
+            "offset": divergence.offset,
+            "original": divergence.original,
+            "replayed": divergence.replayed,
+        },
+        "trades_added": c.trades_added,
+        "trades_removed": c.trades_removed,
+        "final_equity": {"original": c.final_equity[0], "replayed": c.final_equity[1]},
+        "max_drawdown_pct": {"original": c.max_drawdown_pct[0], "replayed": c.max_drawdown_pct[1]},
+    }
+
+
+def _print_replay(s: dict[str, Any]) -> None:
+    restored = s["restored_from_snapshot_at_candle"]
+    state = (
+        f"the snapshot at candle {restored:,}" if restored is not None else "the run's first candle"
+    )
+    out = [
+        f"replay  {s['run_id']}  of run {s['original_run_id']}",
+        f"  range          market_data/{s['partition']} offsets "
+        f"{s['from_offset']}..{s['to_offset']}  ({s['candles']:,} candles)",
+        f"  state          from {state}, {s['refolded_candles']:,} candles refolded to the range",
+    ]
+    if s["identical"]:
+        out.append(
+            f"  result         identical: {s['events_compared']:,} events equal the original's"
+        )
+    else:
+        d = s["first_divergence"]
+        where = f"{d['topic']} offset {d['offset']}" if d["offset"] is not None else d["topic"]
+        out.append(f"  result         diverges first at {where}")
+        out.append(f"    original     {orjson.dumps(d['original']).decode()}")
+        out.append(f"    replayed     {orjson.dumps(d['replayed']).decode()}")
+    equity, drawdown = s["final_equity"], s["max_drawdown_pct"]
+    out.append(
+        f"  trades         +{len(s['trades_added'])} added, -{len(s['trades_removed'])} removed"
+    )
+    out.append(f"  final equity   {_fmt(equity['original'])} -> {_fmt(equity['replayed'])}")
+    out.append(
+        f"  max drawdown   {_fmt(drawdown['original'], suffix='%')} -> "
+        f"{_fmt(drawdown['replayed'], suffix='%')}"
+    )
+    sys.stdout.write("\n".join(out) + "\n")
+
+
 # -- report -----------------------------------------------------------------------------------
 
 
@@ -670,6 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "projections": cmd_projections,
         "backtest": cmd_backtest,
         "log": cmd_log,
+        "replay": cmd_replay,
         "report": cmd_report,
         "worker": cmd_worker,
     }

@@ -16,6 +16,7 @@ always give the same events, with the same derived ids.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -89,6 +90,54 @@ class PaperTradingPipeline:
         self.rejected = 0
         self.last_timestamp = 0
         self.last_interval_ms = interval_ms
+
+    # -- state ------------------------------------------------------------------------------
+
+    # Everything a candle can change; the rest (strategy factory, risk engine, costs) comes
+    # from the run's configuration.
+    _STATE = (
+        "_strategies",
+        "portfolio",
+        "tracker",
+        "trading_state",
+        "_pending",
+        "_ids",
+        "_bar_ts",
+        "_equity",
+        "_in_market",
+        "_day",
+        "_orders_placed",
+        "candles",
+        "signals",
+        "fills",
+        "rejected",
+        "last_timestamp",
+        "last_interval_ms",
+    )
+
+    def export_state(self) -> bytes:
+        """The pipeline's state between two candles, as bytes (a snapshot's payload)."""
+        return pickle.dumps(
+            {name: getattr(self, name) for name in self._STATE}, protocol=pickle.HIGHEST_PROTOCOL
+        )
+
+    def restore_state(self, payload: bytes) -> None:
+        """Take the state ``export_state`` gave (of a pipeline of the same configuration)."""
+        state = pickle.loads(payload)
+        if set(state) != set(self._STATE):
+            raise ValueError("not the state of this pipeline")
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def sequence_positions(self) -> dict[str, int]:
+        """The next sequence of each event type this pipeline would write."""
+        return self._ids.positions()
+
+    def continue_as(self, run_id: str) -> None:
+        """From here on the events belong to ``run_id`` (a replay's own run); their
+        sequences continue where this run's stand."""
+        self.run_id = run_id
+        self._ids.run_id = run_id
 
     # -- identity -------------------------------------------------------------------------
 

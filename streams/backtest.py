@@ -34,6 +34,7 @@ from streams.digest import TopicDigest, combine
 from streams.embedded_log import EmbeddedLog
 from streams.log_port import EventLog
 from streams.market_data_publisher import MarketDataPublisher, MarketDataSink, can_fork
+from streams.snapshots import SNAPSHOT_EVERY, Snapshot, SnapshotStore
 
 # orjson hands back each value in a 4 KiB allocation, so batches stay small to keep
 # memory flat; 2048 records still amortise the per-batch work.
@@ -173,6 +174,8 @@ def run_backtest(
     *,
     parallel: bool = True,
     market_data_sink: MarketDataSink | None = None,
+    snapshots: SnapshotStore | None = None,
+    snapshot_every: int = SNAPSHOT_EVERY,
 ) -> BacktestOutcome:
     """Run one paper test; every event is durable in ``log`` when this returns.
 
@@ -181,6 +184,8 @@ def run_backtest(
     process). On any other log (Kafka) the candles go through the broker: see
     ``streams.broker_backtest``. The events written are identical either way.
     ``market_data_sink`` (embedded log only) is handed each batch of candles as appended.
+    With ``snapshots`` (embedded log only) the engine's state is saved every
+    ``snapshot_every`` candles (at the next batch boundary), for replays and restarts.
     """
     metadata = prepare_run(config, sources, log, run_id)
     if not isinstance(log, EmbeddedLog):
@@ -193,6 +198,11 @@ def run_backtest(
     writer = RunWriter(log, run_id, market_data_sink)
     writer.publish([metadata])
     writer.publish(pipeline.begin(metadata))
+    # The run's candles follow each other in their partition from here (the run holds the
+    # log's writer lock): candle n is at offset first_candle + n.
+    md_partition = topics.partition_for(run_id, log.partitions(topics.MARKET_DATA))
+    first_candle = log.end_offset(topics.MARKET_DATA, md_partition)
+    next_snapshot = snapshot_every if snapshots is not None else None
     publisher = (
         MarketDataPublisher(log.root, run_id, market_data_sink) if parallel and can_fork() else None
     )
@@ -215,6 +225,19 @@ def run_backtest(
                     if ingest.bad_rows:
                         publish(ingest.drain())
                     writer.flush()
+                    if next_snapshot is not None and pipeline.candles >= next_snapshot:
+                        assert snapshots is not None
+                        snapshots.write(
+                            Snapshot(
+                                run_id=run_id,
+                                partition=md_partition,
+                                offset=first_candle + pipeline.candles,
+                                candles=pipeline.candles,
+                                code_version=metadata.code_version,
+                                payload=pipeline.export_state(),
+                            )
+                        )
+                        next_snapshot = pipeline.candles + snapshot_every
             publish(ingest.drain())
             ingest.last_timestamp = pipeline.last_timestamp
             ingest.last_interval_ms = pipeline.last_interval_ms
@@ -271,6 +294,10 @@ class RunWriter:
         at = self._append(topics.MARKET_DATA, records)
         if self._sink is not None and at is not None:
             self._sink(run_id, at[0], at[1], first_sequence, tuple(zip(*candles, strict=True)))
+
+    def market_data_records(self, records: list[tuple[int, bytes]]) -> None:
+        """Append already encoded candles (a replay's copies of the ones it replays)."""
+        self._append(topics.MARKET_DATA, records)
 
     def set_digest(self, topic: str, digest: TopicDigest) -> None:
         self._digests[topic] = digest

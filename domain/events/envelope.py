@@ -33,6 +33,10 @@ class Sequencer:
         self._next[event_type] = sequence + 1
         return sequence, event_id_for(self.run_id, event_type, sequence)
 
+    def positions(self) -> dict[str, int]:
+        """The next sequence of each event type handed out so far."""
+        return dict(self._next)
+
 
 class Event(BaseModel):
     """Base of every event: frozen, strict about unknown fields, JSON on the wire.

@@ -1,0 +1,411 @@
+"""Replaying a range of ``market_data`` offsets: the engine again, from the state at A.
+
+``replay_market_data`` re-runs a run's engine over the candles at offsets A..B (both
+included) of one ``market_data`` partition, into a run of its own: the state as it was
+before the candle at A comes from the nearest snapshot at or before it (or from the run's
+first candle), the candles between the snapshot and A are folded without output, and the
+candles A..B are folded with it. The replay's events (copies of the candles included) go
+to the log under the replay's run id, so they never mix with the original's; their
+sequences continue where the original's stood at A, which is what makes the two
+comparable event by event.
+
+The range covers one run: the run of the candle at A. Records of other runs in the range
+are passed over. A range that reaches the run's end-of-input marker ends the replay as the
+run ended (pending orders rejected, final statistics); one that starts at the run's first
+candle also replays the run's opening state events. A replay that stops short of the end
+is closed with a ``run_completed`` of its own, which is not compared.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.events import (
+    BacktestRunMetadata,
+    Event,
+    MarketDataCompleted,
+    MarketDataEvent,
+    RunCompleted,
+    SimulatedTrade,
+    interval_ms,
+)
+from domain.execution import order_id_for
+from domain.pipeline import PaperTradingPipeline
+from streams import topics
+from streams.backtest import RunIdError, RunWriter, choose_run_id
+from streams.codec import DecodeError, decode, encode_market_data
+from streams.log_port import EventLog, Record
+from streams.snapshots import SnapshotStore
+
+# The topics the engine writes; a replay's output is compared with the original's there.
+OUTPUT_TOPICS = (
+    topics.SIGNALS,
+    topics.RISK_DECISIONS,
+    topics.ORDERS,
+    topics.ORDER_RESULTS,
+    topics.PORTFOLIO,
+    topics.ALERTS,
+    topics.RUNS,
+)
+
+
+class ReplayError(ValueError):
+    """A replay that cannot be done as asked; the message is one line for the user."""
+
+
+@dataclass
+class Divergence:
+    topic: str
+    offset: int | None  # the original's offset; None if the original has no such event
+    original: dict[str, Any] | None
+    replayed: dict[str, Any] | None
+
+
+@dataclass
+class Comparison:
+    events: int = 0  # replayed events compared
+    identical: bool = True
+    first_divergence: Divergence | None = None
+    trades_added: list[dict[str, Any]] = field(default_factory=list)
+    trades_removed: list[dict[str, Any]] = field(default_factory=list)
+    final_equity: tuple[float | None, float | None] = (None, None)  # original, replay
+    max_drawdown_pct: tuple[float | None, float | None] = (None, None)
+
+
+@dataclass
+class ReplayOutcome:
+    run_id: str
+    original_run_id: str
+    partition: int
+    from_offset: int
+    to_offset: int
+    candles: int
+    restored_from: int | None  # the candle count of the snapshot used (None: the first)
+    refolded: int  # candles folded between the snapshot and A, without output
+    comparison: Comparison
+
+
+def _decode(record: Record) -> Event:
+    try:
+        return decode(record.value)
+    except DecodeError as exc:
+        raise ReplayError(f"market_data offset {record.offset} cannot be read: {exc}") from None
+
+
+def _metadata(log: EventLog, run_id: str) -> BacktestRunMetadata:
+    partition = topics.partition_for(run_id, log.partitions(topics.RUNS))
+    for record in log.read(topics.RUNS, partition):
+        if record.key == run_id:
+            event = decode(record.value)
+            if isinstance(event, BacktestRunMetadata):
+                return event
+    raise ReplayError(f"run {run_id!r} has no run_metadata in the log: nothing to replay with")
+
+
+def check_range(log: EventLog, topic: str, partition: int, first: int, last: int) -> None:
+    if topic not in log.topic_names():
+        raise ReplayError(f"unknown topic {topic!r}")
+    partitions = log.partitions(topic)
+    if not 0 <= partition < partitions:
+        raise ReplayError(f"topic {topic!r} has no partition {partition} (0..{partitions - 1})")
+    if first > last:
+        raise ReplayError(f"--from-offset {first} is after --to-offset {last}")
+    end = log.end_offset(topic, partition)
+    if first < 0 or last >= end:
+        raise ReplayError(
+            f"offsets {first}..{last} are outside {topic}/{partition}, which holds 0..{end - 1}"
+        )
+
+
+def replay_market_data(
+    log: EventLog,
+    snapshots: SnapshotStore | None,
+    partition: int,
+    from_offset: int,
+    to_offset: int,
+    run_id: str | None = None,
+) -> ReplayOutcome:
+    """Replay the candles at ``from_offset..to_offset`` into a new run; compare."""
+    check_range(log, topics.MARKET_DATA, partition, from_offset, to_offset)
+    head = next(log.read(topics.MARKET_DATA, partition, from_offset, from_offset + 1))
+    first_event = _decode(head)
+    if not isinstance(first_event, MarketDataEvent):
+        raise ReplayError(
+            f"market_data offset {from_offset} is not a candle ({first_event.type}); "
+            "a replay starts at a candle"
+        )
+    original = first_event.run_id
+    metadata = _metadata(log, original)
+    run_start = from_offset - first_event.sequence  # the run's candle n is at run_start + n
+    pipeline = PaperTradingPipeline.from_metadata(metadata)
+
+    snapshot = None
+    if snapshots is not None:
+        snapshot = snapshots.nearest(original, first_event.sequence, metadata.code_version)
+        if snapshot is not None and (
+            snapshot.partition != partition or snapshot.offset - snapshot.candles != run_start
+        ):
+            snapshot = None  # not this run's candles where they are now: do not trust it
+    new_run = choose_run_id(log, run_id, f"{original}-replay-{from_offset}-{to_offset}")
+    begin_events: list[Event] = []
+    if snapshot is not None:
+        pipeline.restore_state(snapshot.payload)
+        refold_from = snapshot.offset
+    else:
+        if run_start < 0:
+            raise ReplayError(f"no snapshot before offset {from_offset} and no run start")
+        begin_events = pipeline.begin(metadata)
+        refold_from = run_start
+    refolded = 0
+    for record in log.read(topics.MARKET_DATA, partition, refold_from, from_offset):
+        if record.key != original:
+            continue
+        event = _decode(record)
+        if isinstance(event, MarketDataEvent):
+            pipeline.on_candle(event.to_candle(_interval_ms(event.interval)))
+            refolded += 1
+    if pipeline.candles != first_event.sequence:
+        raise ReplayError(
+            f"the run's candles are not where they should be (folded {pipeline.candles}, "
+            f"the candle at {from_offset} is number {first_event.sequence})"
+        )
+    # Where each type's sequence stood when the range began (before the opening events,
+    # which a range from the first candle replays too).
+    before = {} if first_event.sequence == 0 else pipeline.sequence_positions()
+    pipeline.continue_as(new_run)  # from here the pipeline writes the replay's own run
+    replayed: list[Event] = []
+    if first_event.sequence == 0:
+        replayed.extend(_relabel(begin_events, original, new_run))
+    candles = 0
+    ended = False
+    last_candle_ts: int | None = None
+    replay_candles: list[tuple[int, bytes]] = []
+    for record in log.read(topics.MARKET_DATA, partition, from_offset, to_offset + 1):
+        if record.key != original:
+            continue
+        event = _decode(record)
+        if isinstance(event, MarketDataEvent):
+            candle = event.to_candle(_interval_ms(event.interval))
+            encoded = encode_market_data(new_run, event.sequence, candle)
+            replay_candles.append((candle.timestamp, encoded))
+            replayed.extend(pipeline.on_candle(candle))
+            candles += 1
+            last_candle_ts = candle.timestamp
+        elif isinstance(event, MarketDataCompleted):
+            replayed.extend(pipeline.finish(event.dead_letters))
+            ended = True
+            break
+    compared = list(replayed)
+    closing = [] if ended else pipeline.finish(0)
+    _write(log, metadata, new_run, replay_candles, [*replayed, *closing])
+    return ReplayOutcome(
+        run_id=new_run,
+        original_run_id=original,
+        partition=partition,
+        from_offset=from_offset,
+        to_offset=to_offset,
+        candles=candles,
+        restored_from=snapshot.candles if snapshot is not None else None,
+        refolded=refolded,
+        comparison=compare(
+            log, original, new_run, compared, before, None if ended else last_candle_ts
+        ),
+    )
+
+
+@functools.cache
+def _interval_ms(interval: str) -> int:
+    return interval_ms(interval)
+
+
+def _relabel(events: list[Event], original: str, new_run: str) -> list[Event]:
+    """Events the pipeline made for the original run, as the replay's run would have."""
+    return [_as_run(event, original, new_run) for event in events]
+
+
+def _as_run(event: Event, run_from: str, run_to: str) -> Event:
+    data = _swap_run(event.model_dump(), run_from, run_to)
+    return type(event).model_validate(data)
+
+
+def _swap_run(data: dict[str, Any], run_from: str, run_to: str) -> dict[str, Any]:
+    """``data`` with every id derived from ``run_from`` derived from ``run_to`` instead
+    (``<run>:<type>:<sequence>`` event ids, ``SIM_<run>_<n>`` order ids)."""
+    swapped = dict(data)
+    if swapped.get("run_id") == run_from:
+        swapped["run_id"] = run_to
+    for key in ("event_id", "causation_id"):
+        value = swapped.get(key)
+        if isinstance(value, str) and value.startswith(run_from + ":"):
+            swapped[key] = run_to + value[len(run_from) :]
+    order_prefix = order_id_for(run_from, 0)[:-6]  # "SIM_<run>_"
+    value = swapped.get("order_id")
+    if isinstance(value, str) and value.startswith(order_prefix):
+        swapped["order_id"] = order_id_for(run_to, 0)[:-6] + value[len(order_prefix) :]
+    return swapped
+
+
+def _write(
+    log: EventLog,
+    metadata: BacktestRunMetadata,
+    run_id: str,
+    candles: list[tuple[int, bytes]],
+    events: list[Event],
+) -> None:
+    writer = RunWriter(log, run_id)
+    writer.publish([_as_run(metadata, metadata.run_id, run_id)])
+    writer.market_data_records(candles)
+    writer.publish(events)
+    writer.flush()
+    log.commit()
+
+
+def _originals(
+    log: EventLog, run_id: str, first: dict[str, int]
+) -> dict[tuple[str, int], tuple[str, int, Event]]:
+    """The original run's engine events from sequence ``first[type]`` on (0 for a type not
+    named): topic, offset, event, by (type, sequence)."""
+    found: dict[tuple[str, int], tuple[str, int, Event]] = {}
+    for topic in OUTPUT_TOPICS:
+        if topic not in log.topic_names():
+            continue
+        partition = topics.partition_for(run_id, log.partitions(topic))
+        for record in log.read(topic, partition):
+            if record.key != run_id:
+                continue
+            event = decode(record.value)
+            if event.type in ENGINE_TYPES and event.sequence >= first.get(event.type, 0):
+                found[(event.type, event.sequence)] = (topic, record.offset, event)
+    return found
+
+
+# The event types the engine writes (a replay's output); the others are its inputs.
+ENGINE_TYPES = frozenset(
+    {
+        "signal",
+        "risk_decision",
+        "order",
+        "order_result",
+        "position_state",
+        "portfolio_snapshot",
+        "risk_state",
+        "alert",
+        "run_completed",
+    }
+)
+
+
+def compare(
+    log: EventLog,
+    original: str,
+    replay: str,
+    replayed: list[Event],
+    first: dict[str, int],
+    before_ts: int | None,
+) -> Comparison:
+    """The replayed events against the original run's events of the same types and
+    sequences: identical, or the first difference and what it changed.
+
+    ``first``: the sequence each type had reached when the replayed range began. The
+    original's events from there that the replay did not make count as removed if they
+    come before ``before_ts`` (the last replayed candle's time: later ones may be those of
+    the candles after the range), or all of them when ``before_ts`` is None (the range ran
+    to the run's end).
+    """
+    originals = _originals(log, original, first)
+    comparison = Comparison(events=len(replayed))
+    seen: set[tuple[str, int]] = set()
+    for event in replayed:
+        key = (event.type, event.sequence)
+        seen.add(key)
+        as_original = _swap_run(event.model_dump(mode="json"), replay, original)
+        found = originals.get(key)
+        if found is None or found[2].model_dump(mode="json") != as_original:
+            comparison.identical = False
+            if comparison.first_divergence is None:
+                comparison.first_divergence = Divergence(
+                    topic=topics.TOPIC_OF_EVENT[event.type],
+                    offset=found[1] if found is not None else None,
+                    original=found[2].model_dump(mode="json") if found is not None else None,
+                    replayed=event.model_dump(mode="json"),
+                )
+    in_range = {
+        key: item
+        for key, item in originals.items()
+        if key in seen or before_ts is None or item[2].timestamp < before_ts
+    }
+    for key, (topic, offset, event) in sorted(in_range.items(), key=lambda i: i[1][1]):
+        if key not in seen:
+            comparison.identical = False
+            if comparison.first_divergence is None:
+                comparison.first_divergence = Divergence(
+                    topic, offset, event.model_dump(mode="json"), None
+                )
+    original_events = [item[2] for item in in_range.values()]
+    comparison.trades_added, comparison.trades_removed = _trade_difference(
+        original_events, replayed
+    )
+    comparison.final_equity = (_final_equity(original_events), _final_equity(replayed))
+    comparison.max_drawdown_pct = (_max_drawdown(original_events), _max_drawdown(replayed))
+    return comparison
+
+
+def _fills(events: list[Event]) -> Iterator[SimulatedTrade]:
+    for event in events:
+        if isinstance(event, SimulatedTrade) and event.status == "FILLED":
+            yield event
+
+
+def _trade_key(trade: SimulatedTrade) -> tuple[Any, ...]:
+    return (trade.timestamp, trade.symbol, trade.side, trade.filled_quantity, trade.price)
+
+
+def _trade_difference(
+    original: list[Event], replayed: list[Event]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    before = {_trade_key(t): t for t in _fills(original)}
+    after = {_trade_key(t): t for t in _fills(replayed)}
+    added = [_trade_summary(after[k]) for k in sorted(after.keys() - before.keys())]
+    removed = [_trade_summary(before[k]) for k in sorted(before.keys() - after.keys())]
+    return added, removed
+
+
+def _trade_summary(trade: SimulatedTrade) -> dict[str, Any]:
+    return {
+        "timestamp": trade.timestamp,
+        "symbol": trade.symbol,
+        "side": trade.side,
+        "quantity": trade.filled_quantity,
+        "price": trade.price,
+    }
+
+
+def _final_equity(events: list[Event]) -> float | None:
+    snapshots = [e for e in events if e.type == "portfolio_snapshot"]
+    if not snapshots:
+        return None
+    last = max(snapshots, key=lambda e: e.sequence)
+    return float(last.equity)  # type: ignore[attr-defined]
+
+
+def _max_drawdown(events: list[Event]) -> float | None:
+    values = [e.drawdown_pct for e in events if e.type == "portfolio_snapshot"]  # type: ignore[attr-defined]
+    completed = [e for e in events if isinstance(e, RunCompleted)]
+    if completed:
+        values.append(completed[0].statistics.max_drawdown_pct)
+    return max(values) if values else None
+
+
+__all__ = [
+    "Comparison",
+    "Divergence",
+    "ReplayError",
+    "ReplayOutcome",
+    "RunIdError",
+    "check_range",
+    "compare",
+    "replay_market_data",
+]
