@@ -37,7 +37,7 @@ from streams.csv_source import CsvCandleSource, DataSourceError, parse_data_spec
 from streams.digest import log_digest
 from streams.embedded_log import EmbeddedLog
 from streams.log_port import EventLog, LogError, describe
-from streams.replay import ReplayError, ReplayOutcome, replay_market_data
+from streams.replay import ReplayError, ReplayOutcome, replay_market_data, replay_signals
 
 EXIT_USAGE = 2
 
@@ -193,6 +193,12 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--to-offset", type=int, help="the last offset replayed (included)")
     replay.add_argument("--from-time", help="instead of --from-offset: epoch ms or ISO time")
     replay.add_argument("--to-time", help="instead of --to-offset: epoch ms or ISO (included)")
+    replay.add_argument(
+        "--risk-config",
+        type=Path,
+        metavar="FILE",
+        help="with --topic signals: the RiskConfig (TOML or JSON) to decide them with",
+    )
     replay.add_argument("--run-id", help="name the replay's run (default: derived)")
     replay.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -556,14 +562,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
     log = _existing_log(args)
     try:
         first, last = _replay_range(log, args)
-        if args.topic != "market_data":
+        if args.topic not in ("market_data", "signals"):
             raise UsageError(
-                f"cannot replay topic {args.topic!r}: a replay re-runs the engine over a range "
-                "of market_data offsets (--topic market_data)"
+                f"cannot replay topic {args.topic!r}: market_data (the engine over a range of "
+                "candles) or signals (the Risk Engine over a range of signals)"
             )
+        if args.topic == "signals" and args.risk_config is None:
+            raise UsageError("a replay of signals needs --risk-config FILE (the rules to try)")
+        if args.topic == "market_data" and args.risk_config is not None:
+            raise UsageError("--risk-config is for --topic signals")
         snapshots = bootstrap.snapshot_store(settings)
         try:
-            outcome = replay_market_data(log, snapshots, args.partition, first, last, args.run_id)
+            if args.topic == "signals":
+                risk = load_risk_config(args.risk_config)
+                outcome = replay_signals(
+                    log, snapshots, args.partition, first, last, risk, args.run_id
+                )
+            else:
+                outcome = replay_market_data(
+                    log, snapshots, args.partition, first, last, args.run_id
+                )
         except ReplayError as exc:
             raise UsageError(str(exc)) from None
         engine = bootstrap.open_read_models(settings)
@@ -587,7 +605,7 @@ def _replay_summary(outcome: ReplayOutcome) -> dict[str, Any]:
     return {
         "run_id": outcome.run_id,
         "original_run_id": outcome.original_run_id,
-        "topic": "market_data",
+        "topic": outcome.topic,
         "partition": outcome.partition,
         "from_offset": outcome.from_offset,
         "to_offset": outcome.to_offset,
@@ -604,6 +622,7 @@ def _replay_summary(outcome: ReplayOutcome) -> dict[str, Any]:
             "original": divergence.original,
             "replayed": divergence.replayed,
         },
+        "fills": {"original": c.fills[0], "replayed": c.fills[1]},
         "trades_added": c.trades_added,
         "trades_removed": c.trades_removed,
         "final_equity": {"original": c.final_equity[0], "replayed": c.final_equity[1]},
@@ -618,8 +637,8 @@ def _print_replay(s: dict[str, Any]) -> None:
     )
     out = [
         f"replay  {s['run_id']}  of run {s['original_run_id']}",
-        f"  range          market_data/{s['partition']} offsets "
-        f"{s['from_offset']}..{s['to_offset']}  ({s['candles']:,} candles)",
+        f"  range          {s['topic']}/{s['partition']} offsets "
+        f"{s['from_offset']}..{s['to_offset']}  ({s['candles']:,} candles replayed)",
         f"  state          from {state}, {s['refolded_candles']:,} candles refolded to the range",
     ]
     if s["identical"]:
@@ -633,8 +652,10 @@ def _print_replay(s: dict[str, Any]) -> None:
         out.append(f"    original     {orjson.dumps(d['original']).decode()}")
         out.append(f"    replayed     {orjson.dumps(d['replayed']).decode()}")
     equity, drawdown = s["final_equity"], s["max_drawdown_pct"]
+    fills = s["fills"]
     out.append(
-        f"  trades         +{len(s['trades_added'])} added, -{len(s['trades_removed'])} removed"
+        f"  trades         {fills['original']} -> {fills['replayed']} fills; "
+        f"+{len(s['trades_added'])} added, -{len(s['trades_removed'])} removed"
     )
     out.append(f"  final equity   {_fmt(equity['original'])} -> {_fmt(equity['replayed'])}")
     out.append(

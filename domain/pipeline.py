@@ -133,6 +133,17 @@ class PaperTradingPipeline:
         """The next sequence of each event type this pipeline would write."""
         return self._ids.positions()
 
+    @property
+    def has_pending_orders(self) -> bool:
+        return bool(self._pending)
+
+    def switch_to(self, strategy_factory: Callable[[], Strategy], risk_engine: RiskEngine) -> None:
+        """Go on with other strategies (fresh ones per symbol) and another Risk Engine: a
+        replay of recorded signals under other rules."""
+        self._strategy_factory = strategy_factory
+        self._strategies = {}
+        self.risk = risk_engine
+
     def continue_as(self, run_id: str) -> None:
         """From here on the events belong to ``run_id`` (a replay's own run); their
         sequences continue where this run's stand."""

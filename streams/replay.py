@@ -30,10 +30,15 @@ from domain.events import (
     MarketDataEvent,
     RunCompleted,
     SimulatedTrade,
+    StrategySignal,
     interval_ms,
 )
 from domain.execution import order_id_for
 from domain.pipeline import PaperTradingPipeline
+from domain.risk import RiskConfig, RiskEngine
+from domain.run_config import BacktestConfig, run_metadata_event
+from domain.strategies.base import SignalIntent
+from domain.strategies.recorded import RecordedSignals
 from streams import topics
 from streams.backtest import RunIdError, RunWriter, choose_run_id
 from streams.codec import DecodeError, decode, encode_market_data
@@ -71,6 +76,7 @@ class Comparison:
     first_divergence: Divergence | None = None
     trades_added: list[dict[str, Any]] = field(default_factory=list)
     trades_removed: list[dict[str, Any]] = field(default_factory=list)
+    fills: tuple[int, int] = (0, 0)  # original, replay
     final_equity: tuple[float | None, float | None] = (None, None)  # original, replay
     max_drawdown_pct: tuple[float | None, float | None] = (None, None)
 
@@ -79,6 +85,7 @@ class Comparison:
 class ReplayOutcome:
     run_id: str
     original_run_id: str
+    topic: str  # of the range: market_data or signals
     partition: int
     from_offset: int
     to_offset: int
@@ -120,6 +127,83 @@ def check_range(log: EventLog, topic: str, partition: int, first: int, last: int
         )
 
 
+@dataclass
+class _State:
+    """A run's pipeline as it was before one of its candles, and how it got there."""
+
+    pipeline: PaperTradingPipeline
+    restored_from: int | None
+    refolded: int
+    begin_events: list[Event]
+
+
+def _state_before(
+    log: EventLog,
+    snapshots: SnapshotStore | None,
+    metadata: BacktestRunMetadata,
+    partition: int,
+    run_start: int,
+    candle: int,
+) -> _State:
+    """The pipeline of ``metadata``'s run before its candle number ``candle``: restored from
+    the nearest snapshot at or before it, the candles after the snapshot refolded."""
+    original = metadata.run_id
+    pipeline = PaperTradingPipeline.from_metadata(metadata)
+    snapshot = None
+    if snapshots is not None:
+        snapshot = snapshots.nearest(original, candle, metadata.code_version)
+        if snapshot is not None and (
+            snapshot.partition != partition or snapshot.offset - snapshot.candles != run_start
+        ):
+            snapshot = None  # not this run's candles where they are now: do not trust it
+    begin_events: list[Event] = []
+    if snapshot is not None:
+        pipeline.restore_state(snapshot.payload)
+        refold_from = snapshot.offset
+    else:
+        begin_events = pipeline.begin(metadata)
+        refold_from = run_start
+    refolded = 0
+    for record in log.read(topics.MARKET_DATA, partition, refold_from, run_start + candle):
+        if record.key != original:
+            continue
+        event = _decode(record)
+        if isinstance(event, MarketDataEvent):
+            pipeline.on_candle(event.to_candle(_interval_ms(event.interval)))
+            refolded += 1
+    if pipeline.candles != candle:
+        raise ReplayError(
+            f"the run's candles are not where they should be (folded {pipeline.candles} "
+            f"before candle {candle})"
+        )
+    return _State(pipeline, snapshot.candles if snapshot else None, refolded, begin_events)
+
+
+def _run_start(
+    log: EventLog, snapshots: SnapshotStore | None, metadata: BacktestRunMetadata, partition: int
+) -> int:
+    """The market_data offset of the run's first candle (its candle n is at start + n)."""
+    run_id = metadata.run_id
+    found = None
+    if snapshots is not None:
+        snapshot = snapshots.nearest(run_id, 2**62, metadata.code_version)
+        if snapshot is not None and snapshot.partition == partition:
+            found = snapshot.offset - snapshot.candles
+    if found is None:
+        start = log.offset_for_time(topics.MARKET_DATA, partition, metadata.timestamp)
+        for record in log.read(topics.MARKET_DATA, partition, start):
+            if record.key == run_id:
+                event = _decode(record)
+                found = record.offset - event.sequence
+                break
+    if found is not None:
+        for record in log.read(topics.MARKET_DATA, partition, found, found + 1):
+            event = _decode(record)
+            if record.key == run_id and isinstance(event, MarketDataEvent) and event.sequence == 0:
+                return found
+    raise ReplayError(f"run {run_id!r} has no candles in market_data/{partition}")
+
+
 def replay_market_data(
     log: EventLog,
     snapshots: SnapshotStore | None,
@@ -139,80 +223,156 @@ def replay_market_data(
         )
     original = first_event.run_id
     metadata = _metadata(log, original)
-    run_start = from_offset - first_event.sequence  # the run's candle n is at run_start + n
-    pipeline = PaperTradingPipeline.from_metadata(metadata)
-
-    snapshot = None
-    if snapshots is not None:
-        snapshot = snapshots.nearest(original, first_event.sequence, metadata.code_version)
-        if snapshot is not None and (
-            snapshot.partition != partition or snapshot.offset - snapshot.candles != run_start
-        ):
-            snapshot = None  # not this run's candles where they are now: do not trust it
     new_run = choose_run_id(log, run_id, f"{original}-replay-{from_offset}-{to_offset}")
-    begin_events: list[Event] = []
-    if snapshot is not None:
-        pipeline.restore_state(snapshot.payload)
-        refold_from = snapshot.offset
-    else:
-        if run_start < 0:
-            raise ReplayError(f"no snapshot before offset {from_offset} and no run start")
-        begin_events = pipeline.begin(metadata)
-        refold_from = run_start
-    refolded = 0
-    for record in log.read(topics.MARKET_DATA, partition, refold_from, from_offset):
-        if record.key != original:
-            continue
-        event = _decode(record)
-        if isinstance(event, MarketDataEvent):
-            pipeline.on_candle(event.to_candle(_interval_ms(event.interval)))
-            refolded += 1
-    if pipeline.candles != first_event.sequence:
-        raise ReplayError(
-            f"the run's candles are not where they should be (folded {pipeline.candles}, "
-            f"the candle at {from_offset} is number {first_event.sequence})"
-        )
+    run_start = from_offset - first_event.sequence  # the run's candle n is at run_start + n
+    state = _state_before(log, snapshots, metadata, partition, run_start, first_event.sequence)
+    return _replay(
+        log,
+        state,
+        metadata,
+        metadata,
+        new_run,
+        partition,
+        range(from_offset, to_offset + 1),
+        (topics.MARKET_DATA, partition, from_offset, to_offset),
+        stop_after=None,
+    )
+
+
+def replay_signals(
+    log: EventLog,
+    snapshots: SnapshotStore | None,
+    partition: int,
+    from_offset: int,
+    to_offset: int,
+    risk: RiskConfig,
+    run_id: str | None = None,
+) -> ReplayOutcome:
+    """Re-run the Risk Engine and the simulator over the signals at ``from_offset..to_offset``
+    with ``risk``: the same signals at the same candles, fills at the original candles."""
+    check_range(log, topics.SIGNALS, partition, from_offset, to_offset)
+    records = list(log.read(topics.SIGNALS, partition, from_offset, to_offset + 1))
+    head = _decode(records[0])
+    if not isinstance(head, StrategySignal):
+        raise ReplayError(f"signals offset {from_offset} is not a signal ({head.type})")
+    original = head.run_id
+    signals = [
+        event
+        for record in records
+        if record.key == original and isinstance(event := _decode(record), StrategySignal)
+    ]
+    metadata = _metadata(log, original)
+    config = BacktestConfig.model_validate(metadata.config)
+    new_run = choose_run_id(log, run_id, f"{original}-risk-replay-{from_offset}-{to_offset}")
+    md_partition = topics.partition_for(original, log.partitions(topics.MARKET_DATA))
+    run_start = _run_start(log, snapshots, metadata, md_partition)
+    first_candle, last_candle = (_candle_of(signal) for signal in (signals[0], signals[-1]))
+    state = _state_before(log, snapshots, metadata, md_partition, run_start, first_candle)
+    intents = {
+        (s.symbol, s.timestamp): SignalIntent(s.direction, s.reason, s.strength) for s in signals
+    }
+    state.pipeline.switch_to(lambda: RecordedSignals(intents), RiskEngine(risk))
+    replay_metadata = run_metadata_event(
+        new_run,
+        timestamp=metadata.timestamp,
+        code_version=metadata.code_version,
+        config=config.model_copy(update={"risk": risk}),
+        data_sources=list(metadata.data_sources),
+    )
+    end = log.end_offset(topics.MARKET_DATA, md_partition)
+    return _replay(
+        log,
+        state,
+        metadata,
+        replay_metadata,
+        new_run,
+        md_partition,
+        range(run_start + first_candle, end),
+        (topics.SIGNALS, partition, from_offset, to_offset),
+        stop_after=last_candle,
+    )
+
+
+def _candle_of(signal: StrategySignal) -> int:
+    """The number of the candle whose close gave ``signal`` (from its causation id)."""
+    cause = signal.causation_id or ""
+    prefix = f"{signal.run_id}:market_data:"
+    if not cause.startswith(prefix) or not cause[len(prefix) :].isdigit():
+        raise ReplayError(f"signal {signal.event_id} does not name the candle that caused it")
+    return int(cause[len(prefix) :])
+
+
+def _replay(
+    log: EventLog,
+    state: _State,
+    metadata: BacktestRunMetadata,
+    replay_metadata: BacktestRunMetadata,
+    new_run: str,
+    partition: int,
+    offsets: range,
+    requested: tuple[str, int, int, int],
+    stop_after: int | None,
+) -> ReplayOutcome:
+    """Fold the run's candles at ``offsets`` with output, into ``new_run``. With
+    ``stop_after`` (a signals replay: the candle of the range's last signal), go on through
+    the candle after it, which fills the orders of the last signals, and then until no
+    order is pending."""
+    original = metadata.run_id
+    topic, requested_partition, first_offset, last_offset = requested
+    pipeline = state.pipeline
+    first_candle = pipeline.candles
     # Where each type's sequence stood when the range began (before the opening events,
     # which a range from the first candle replays too).
-    before = {} if first_event.sequence == 0 else pipeline.sequence_positions()
+    before = {} if first_candle == 0 else pipeline.sequence_positions()
     pipeline.continue_as(new_run)  # from here the pipeline writes the replay's own run
     replayed: list[Event] = []
-    if first_event.sequence == 0:
-        replayed.extend(_relabel(begin_events, original, new_run))
+    if first_candle == 0:
+        replayed.extend(_relabel(state.begin_events, original, new_run))
     candles = 0
     ended = False
     last_candle_ts: int | None = None
+    boundary_ts: int | None = None
     replay_candles: list[tuple[int, bytes]] = []
-    for record in log.read(topics.MARKET_DATA, partition, from_offset, to_offset + 1):
+    for record in log.read(topics.MARKET_DATA, partition, offsets.start, offsets.stop):
         if record.key != original:
             continue
         event = _decode(record)
         if isinstance(event, MarketDataEvent):
+            if (
+                stop_after is not None
+                and event.sequence > stop_after + 1
+                and not pipeline.has_pending_orders
+            ):
+                break
             candle = event.to_candle(_interval_ms(event.interval))
             encoded = encode_market_data(new_run, event.sequence, candle)
             replay_candles.append((candle.timestamp, encoded))
             replayed.extend(pipeline.on_candle(candle))
             candles += 1
             last_candle_ts = candle.timestamp
+            if stop_after is not None and event.sequence == stop_after + 1:
+                # The candle that fills the range's last orders: its events are compared
+                # whatever the rules (a fill the replay does not make is a trade removed).
+                boundary_ts = candle.timestamp + 1
         elif isinstance(event, MarketDataCompleted):
             replayed.extend(pipeline.finish(event.dead_letters))
             ended = True
             break
     compared = list(replayed)
+    until = boundary_ts or last_candle_ts
     closing = [] if ended else pipeline.finish(0)
-    _write(log, metadata, new_run, replay_candles, [*replayed, *closing])
+    _write(log, replay_metadata, new_run, replay_candles, [*replayed, *closing])
     return ReplayOutcome(
         run_id=new_run,
         original_run_id=original,
-        partition=partition,
-        from_offset=from_offset,
-        to_offset=to_offset,
+        topic=topic,
+        partition=requested_partition,
+        from_offset=first_offset,
+        to_offset=last_offset,
         candles=candles,
-        restored_from=snapshot.candles if snapshot is not None else None,
-        refolded=refolded,
-        comparison=compare(
-            log, original, new_run, compared, before, None if ended else last_candle_ts
-        ),
+        restored_from=state.restored_from,
+        refolded=state.refolded,
+        comparison=compare(log, original, new_run, compared, before, None if ended else until),
     )
 
 
@@ -255,8 +415,11 @@ def _write(
     candles: list[tuple[int, bytes]],
     events: list[Event],
 ) -> None:
+    """The replay's run: its metadata, copies of the candles it replayed, its events."""
     writer = RunWriter(log, run_id)
-    writer.publish([_as_run(metadata, metadata.run_id, run_id)])
+    if metadata.run_id != run_id:
+        metadata = _as_run(metadata, metadata.run_id, run_id)  # type: ignore[assignment]
+    writer.publish([metadata])
     writer.market_data_records(candles)
     writer.publish(events)
     writer.flush()
@@ -348,6 +511,7 @@ def compare(
     comparison.trades_added, comparison.trades_removed = _trade_difference(
         original_events, replayed
     )
+    comparison.fills = (len(list(_fills(original_events))), len(list(_fills(replayed))))
     comparison.final_equity = (_final_equity(original_events), _final_equity(replayed))
     comparison.max_drawdown_pct = (_max_drawdown(original_events), _max_drawdown(replayed))
     return comparison
@@ -408,4 +572,5 @@ __all__ = [
     "check_range",
     "compare",
     "replay_market_data",
+    "replay_signals",
 ]

@@ -20,7 +20,13 @@ from streams.backtest import BacktestOutcome, code_version, run_backtest
 from streams.codec import decode
 from streams.csv_source import CsvCandleSource
 from streams.embedded_log import EmbeddedLog
-from streams.replay import ENGINE_TYPES, OUTPUT_TOPICS, compare, replay_market_data
+from streams.replay import (
+    ENGINE_TYPES,
+    OUTPUT_TOPICS,
+    compare,
+    replay_market_data,
+    replay_signals,
+)
 from streams.snapshots import SnapshotStore
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -175,7 +181,7 @@ def test_a_bad_request_gets_one_clear_error_and_exit_code_2(
 
 
 @pytest.mark.parametrize(
-    ("topic", "message"), [("nope", "unknown topic 'nope'"), ("signals", "cannot replay topic")]
+    ("topic", "message"), [("nope", "unknown topic 'nope'"), ("orders", "cannot replay topic")]
 )
 def test_a_topic_that_cannot_be_replayed_is_refused(
     data_dir: list[str], capsys: pytest.CaptureFixture[str], topic: str, message: str
@@ -234,3 +240,110 @@ def test_the_replay_is_a_run_of_its_own_in_the_read_models(
     assert status == "COMPLETED"
     assert main([*data_dir, "replay", "--topic", "market_data", *arguments]) == 2
     assert "already in the log" in capsys.readouterr().err
+
+
+def _signal_range(run: Run) -> tuple[int, int]:
+    signals = run.log.end_offset(topics.SIGNALS, 0)
+    assert signals > 60
+    return 10, signals - 20
+
+
+def test_replaying_signals_with_the_original_rules_is_identical(run: Run) -> None:
+    from domain.risk import RiskConfig
+
+    first, last = _signal_range(run)
+    outcome = replay_signals(run.log, run.snapshots, 0, first, last, RiskConfig())
+    assert outcome.topic == "signals"
+    assert outcome.comparison.identical, outcome.comparison.first_divergence
+    assert outcome.comparison.fills[0] == outcome.comparison.fills[1] > 0
+
+
+@pytest.mark.parametrize(
+    "stricter",
+    [
+        {"kill_switch": True},
+        {"max_total_exposure_pct": 5.0, "sizing": {"risk_pct": 8.0}},
+        {"max_drawdown_pct": 1.0},
+    ],
+    ids=["kill switch", "exposure cap", "drawdown halt"],
+)
+def test_replaying_signals_with_stricter_rules_gives_no_more_trades(
+    run: Run, stricter: dict[str, Any]
+) -> None:
+    from collections import Counter
+
+    from domain.risk import RiskConfig
+
+    first, last = _signal_range(run)
+    baseline = replay_signals(run.log, run.snapshots, 0, first, last, RiskConfig())
+    outcome = replay_signals(
+        run.log, run.snapshots, 0, first, last, RiskConfig.model_validate(stricter)
+    )
+    c = outcome.comparison
+    original_fills, replayed_fills = c.fills
+    assert original_fills == baseline.comparison.fills[0]
+    assert replayed_fills <= original_fills
+    assert not c.identical and c.first_divergence is not None
+    assert c.first_divergence.topic != "signals"  # the same signals, other consequences
+    # The summary adds up: the original's fills, less those removed, plus those added.
+    replay_trades = _fills_of(run.log, outcome.run_id)
+    original_trades = Counter(_key(t) for t in _fills_of(run.log, baseline.run_id))
+    expected = original_trades - Counter(_key(t) for t in c.trades_removed)
+    expected += Counter(_key(t) for t in c.trades_added)
+    assert expected == Counter(_key(t) for t in replay_trades)
+    if stricter.get("kill_switch"):
+        # No new order passes; one placed before the range may still fill, as it did.
+        assert replayed_fills <= 1 and c.trades_added == []
+        assert c.final_equity[1] is not None
+
+
+def _fills_of(log: EmbeddedLog, run_id: str) -> list[dict[str, Any]]:
+    found = []
+    for record in _records(log, run_id):
+        event = decode(record.value)
+        if event.type == "order_result" and event.status == "FILLED":  # type: ignore[attr-defined]
+            found.append(
+                {
+                    "timestamp": event.timestamp,
+                    "symbol": event.symbol,  # type: ignore[attr-defined]
+                    "side": event.side,  # type: ignore[attr-defined]
+                    "quantity": event.filled_quantity,  # type: ignore[attr-defined]
+                    "price": event.price,  # type: ignore[attr-defined]
+                }
+            )
+    return found
+
+
+def _key(trade: dict[str, Any]) -> tuple[Any, ...]:
+    return (trade["timestamp"], trade["symbol"], trade["side"], trade["quantity"], trade["price"])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--topic", "signals", "--from-offset", "0", "--to-offset", "5"], "--risk-config FILE"),
+        (
+            ["--topic", "market_data", "--from-offset", "0", "--to-offset", "5", "--risk-config"],
+            "is for --topic signals",
+        ),
+        (
+            ["--topic", "signals", "--from-offset", "0", "--to-offset", "5", "--risk-config"],
+            "max_drawdown_pct",
+        ),
+    ],
+)
+def test_a_bad_signals_replay_gets_one_clear_error(
+    data_dir: list[str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    arguments: list[str],
+    message: str,
+) -> None:
+    if arguments[-1] == "--risk-config":
+        config = tmp_path / "risk.toml"
+        config.write_text("max_drawdown_pct = 500\n", encoding="utf-8")
+        arguments = [*arguments, str(config)]
+    capsys.readouterr()
+    assert main([*data_dir, "replay", *arguments]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
