@@ -18,15 +18,17 @@ is closed with a ``run_completed`` of its own, which is not compared.
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from domain.events import (
     BacktestRunMetadata,
+    Candle,
     Event,
-    MarketDataCompleted,
     MarketDataEvent,
     RunCompleted,
     SimulatedTrade,
@@ -41,7 +43,7 @@ from domain.strategies.base import SignalIntent
 from domain.strategies.recorded import RecordedSignals
 from streams import topics
 from streams.backtest import RunIdError, RunWriter, choose_run_id
-from streams.codec import DecodeError, decode, encode_market_data
+from streams.codec import DecodeError, decode, decode_views, encode_market_data
 from streams.log_port import EventLog, Record
 from streams.snapshots import SnapshotStore
 
@@ -164,13 +166,12 @@ def _state_before(
         begin_events = pipeline.begin(metadata)
         refold_from = run_start
     refolded = 0
-    for record in log.read(topics.MARKET_DATA, partition, refold_from, run_start + candle):
-        if record.key != original:
-            continue
-        event = _decode(record)
-        if isinstance(event, MarketDataEvent):
-            pipeline.on_candle(event.to_candle(_interval_ms(event.interval)))
-            refolded += 1
+    records = iter(log.read(topics.MARKET_DATA, partition, refold_from, run_start + candle))
+    while chunk := [r for r in itertools.islice(records, REPLAY_BATCH) if r.key == original]:
+        for event in _decode_many(chunk):
+            if event.type == "market_data":
+                pipeline.on_candle(_candle(event))
+                refolded += 1
     if pipeline.candles != candle:
         raise ReplayError(
             f"the run's candles are not where they should be (folded {pipeline.candles} "
@@ -302,6 +303,10 @@ def _candle_of(signal: StrategySignal) -> int:
     return int(cause[len(prefix) :])
 
 
+# Candles decoded and replayed per step; events are written and compared as they come.
+REPLAY_BATCH = 4096
+
+
 def _replay(
     log: EventLog,
     state: _State,
@@ -325,43 +330,59 @@ def _replay(
     # which a range from the first candle replays too).
     before = {} if first_candle == 0 else pipeline.sequence_positions()
     pipeline.continue_as(new_run)  # from here the pipeline writes the replay's own run
-    replayed: list[Event] = []
+    writer = RunWriter(log, new_run)
+    writer.publish([replay_metadata])
+    comparer = _Comparer(log, original, new_run, before)
     if first_candle == 0:
-        replayed.extend(_relabel(state.begin_events, original, new_run))
+        opening = _relabel(state.begin_events, original, new_run)
+        writer.publish(opening)
+        comparer.add_all(opening)
     candles = 0
-    ended = False
+    ended = stopped = False
     last_candle_ts: int | None = None
     boundary_ts: int | None = None
-    replay_candles: list[tuple[int, bytes]] = []
-    for record in log.read(topics.MARKET_DATA, partition, offsets.start, offsets.stop):
-        if record.key != original:
-            continue
-        event = _decode(record)
-        if isinstance(event, MarketDataEvent):
-            if (
-                stop_after is not None
-                and event.sequence > stop_after + 1
-                and not pipeline.has_pending_orders
-            ):
+    records = iter(log.read(topics.MARKET_DATA, partition, offsets.start, offsets.stop))
+    while chunk := [r for r in itertools.islice(records, REPLAY_BATCH) if r.key == original]:
+        copies: list[tuple[int, bytes]] = []
+        events: list[Event] = []
+        for record, event in zip(chunk, _decode_many(chunk), strict=True):
+            if event.type == "market_data":
+                if (
+                    stop_after is not None
+                    and event.sequence > stop_after + 1
+                    and not pipeline.has_pending_orders
+                ):
+                    stopped = True
+                    break
+                candle = _candle(event)
+                copies.append(
+                    (candle.timestamp, encode_market_data(new_run, event.sequence, candle))
+                )
+                events.extend(pipeline.on_candle(candle))
+                candles += 1
+                last_candle_ts = candle.timestamp
+                if stop_after is not None and event.sequence == stop_after + 1:
+                    # The candle that fills the range's last orders: its events are compared
+                    # whatever the rules (a fill the replay does not make is a trade removed).
+                    boundary_ts = candle.timestamp + 1
+            elif event.type == "market_data_completed":
+                events.extend(pipeline.finish(event.dead_letters))
+                ended = True
                 break
-            candle = event.to_candle(_interval_ms(event.interval))
-            encoded = encode_market_data(new_run, event.sequence, candle)
-            replay_candles.append((candle.timestamp, encoded))
-            replayed.extend(pipeline.on_candle(candle))
-            candles += 1
-            last_candle_ts = candle.timestamp
-            if stop_after is not None and event.sequence == stop_after + 1:
-                # The candle that fills the range's last orders: its events are compared
-                # whatever the rules (a fill the replay does not make is a trade removed).
-                boundary_ts = candle.timestamp + 1
-        elif isinstance(event, MarketDataCompleted):
-            replayed.extend(pipeline.finish(event.dead_letters))
-            ended = True
+            else:
+                raise ReplayError(f"market_data offset {record.offset} holds a {event.type}")
+        writer.market_data_records(copies)
+        writer.publish(events)
+        writer.flush_if_large()
+        comparer.add_all(events)
+        if ended or stopped:
             break
-    compared = list(replayed)
-    until = boundary_ts or last_candle_ts
-    closing = [] if ended else pipeline.finish(0)
-    _write(log, replay_metadata, new_run, replay_candles, [*replayed, *closing])
+    until = None if ended else boundary_ts or last_candle_ts
+    comparison = comparer.result(until)
+    if not ended:
+        writer.publish(pipeline.finish(0))  # the replay's run ends here; not compared
+    writer.flush()
+    log.commit()
     return ReplayOutcome(
         run_id=new_run,
         original_run_id=original,
@@ -372,8 +393,31 @@ def _replay(
         candles=candles,
         restored_from=state.restored_from,
         refolded=state.refolded,
-        comparison=compare(log, original, new_run, compared, before, None if ended else until),
+        comparison=comparison,
     )
+
+
+def _candle(event: Any) -> Candle:
+    """The candle of a market_data event (model or view)."""
+    return Candle(
+        event.symbol,
+        event.timestamp,
+        event.open,
+        event.high,
+        event.low,
+        event.close,
+        event.volume,
+        event.interval,
+        _interval_ms(event.interval),
+    )
+
+
+def _decode_many(records: list[Record]) -> list[Any]:
+    """The events of ``records``: views in one call where possible, else one by one."""
+    views = decode_views([record.value for record in records])
+    if views is not None:
+        return views
+    return [_decode(record) for record in records]
 
 
 @functools.cache
@@ -408,57 +452,132 @@ def _swap_run(data: dict[str, Any], run_from: str, run_to: str) -> dict[str, Any
     return swapped
 
 
-def _write(
-    log: EventLog,
-    metadata: BacktestRunMetadata,
-    run_id: str,
-    candles: list[tuple[int, bytes]],
-    events: list[Event],
-) -> None:
-    """The replay's run: its metadata, copies of the candles it replayed, its events."""
-    writer = RunWriter(log, run_id)
-    if metadata.run_id != run_id:
-        metadata = _as_run(metadata, metadata.run_id, run_id)  # type: ignore[assignment]
-    writer.publish([metadata])
-    writer.market_data_records(candles)
-    writer.publish(events)
-    writer.flush()
-    log.commit()
-
-
-def _originals(
-    log: EventLog, run_id: str, first: dict[str, int]
-) -> dict[tuple[str, int], tuple[str, int, Event]]:
-    """The original run's engine events from sequence ``first[type]`` on (0 for a type not
-    named): topic, offset, event, by (type, sequence)."""
-    found: dict[tuple[str, int], tuple[str, int, Event]] = {}
-    for topic in OUTPUT_TOPICS:
-        if topic not in log.topic_names():
-            continue
-        partition = topics.partition_for(run_id, log.partitions(topic))
-        for record in log.read(topic, partition):
-            if record.key != run_id:
-                continue
-            event = decode(record.value)
-            if event.type in ENGINE_TYPES and event.sequence >= first.get(event.type, 0):
-                found[(event.type, event.sequence)] = (topic, record.offset, event)
-    return found
-
-
 # The event types the engine writes (a replay's output); the others are its inputs.
-ENGINE_TYPES = frozenset(
-    {
-        "signal",
-        "risk_decision",
-        "order",
-        "order_result",
-        "position_state",
-        "portfolio_snapshot",
-        "risk_state",
-        "alert",
-        "run_completed",
-    }
+ENGINE_TYPES = (
+    "signal",
+    "risk_decision",
+    "order",
+    "order_result",
+    "position_state",
+    "portfolio_snapshot",
+    "risk_state",
+    "alert",
+    "run_completed",
 )
+
+
+def _original_stream(
+    log: EventLog, run_id: str, event_type: str, first: int
+) -> Iterator[tuple[int, Event]]:
+    """The original run's events of one type from sequence ``first`` on, with offsets."""
+    topic = topics.TOPIC_OF_EVENT[event_type]
+    if topic not in log.topic_names():
+        return
+    marker = b'"type":"' + event_type.encode() + b'"'
+    partition = topics.partition_for(run_id, log.partitions(topic))
+    for record in log.read(topic, partition):
+        if record.key != run_id or marker not in record.value:
+            continue
+        event = decode(record.value)
+        if event.type == event_type and event.sequence >= first:
+            yield record.offset, event
+
+
+class _Comparer:
+    """Compares replayed events, as they come, with the original run's events of the same
+    types and sequences (each type in sequence order on both sides)."""
+
+    def __init__(self, log: EventLog, original: str, replay: str, first: dict[str, int]) -> None:
+        self._log = log
+        self._original = original
+        self._replay = replay
+        self._first = first
+        self._streams: dict[str, Iterator[tuple[int, Event]]] = {}
+        self._peeked: dict[str, tuple[int, Event] | None] = {}
+        self.comparison = Comparison()
+        self._original_fills: list[SimulatedTrade] = []
+        self._replayed_fills: list[SimulatedTrade] = []
+        self._equity: list[float | None] = [None, None]
+        self._drawdown: list[float | None] = [None, None]
+
+    def _peek(self, event_type: str) -> tuple[int, Event] | None:
+        if event_type not in self._streams:
+            self._streams[event_type] = _original_stream(
+                self._log, self._original, event_type, self._first.get(event_type, 0)
+            )
+            self._peeked[event_type] = next(self._streams[event_type], None)
+        return self._peeked[event_type]
+
+    def _take(self, event_type: str) -> tuple[int, Event]:
+        taken = self._peeked[event_type]
+        assert taken is not None
+        self._peeked[event_type] = next(self._streams[event_type], None)
+        self._seen(0, taken[1])
+        return taken
+
+    def _seen(self, side: int, event: Event) -> None:
+        if isinstance(event, SimulatedTrade) and event.status == "FILLED":
+            (self._original_fills, self._replayed_fills)[side].append(event)
+        elif event.type == "portfolio_snapshot":
+            self._equity[side] = float(event.equity)  # type: ignore[attr-defined]
+            drawdown = float(event.drawdown_pct)  # type: ignore[attr-defined]
+            self._drawdown[side] = max(self._drawdown[side] or 0.0, drawdown)
+        elif isinstance(event, RunCompleted):
+            drawdown = event.statistics.max_drawdown_pct
+            self._drawdown[side] = max(self._drawdown[side] or 0.0, drawdown)
+
+    def _diverged(
+        self, topic: str, offset: int | None, original: Event | None, replayed: Event | None
+    ) -> None:
+        comparison = self.comparison
+        comparison.identical = False
+        if comparison.first_divergence is None:
+            comparison.first_divergence = Divergence(
+                topic,
+                offset,
+                original.model_dump(mode="json") if original is not None else None,
+                replayed.model_dump(mode="json") if replayed is not None else None,
+            )
+
+    def add_all(self, events: list[Event]) -> None:
+        for event in events:
+            self.add(event)
+
+    def add(self, event: Event) -> None:
+        self.comparison.events += 1
+        self._seen(1, event)
+        event_type = event.type
+        topic = topics.TOPIC_OF_EVENT[event_type]
+        while (ahead := self._peek(event_type)) is not None and ahead[1].sequence < event.sequence:
+            offset, missing = self._take(event_type)  # the original has it, the replay not
+            self._diverged(topic, offset, missing, None)
+        ahead = self._peek(event_type)
+        if ahead is None or ahead[1].sequence != event.sequence:
+            self._diverged(topic, None, None, event)
+            return
+        offset, found = self._take(event_type)
+        replayed = _swap_run(event.model_dump(mode="json"), self._replay, self._original)
+        if found.model_dump(mode="json") != replayed:
+            self._diverged(topic, offset, found, event)
+
+    def result(self, until: int | None) -> Comparison:
+        """The comparison; the original's events left over count as removed if they come
+        before ``until`` (the later ones may be those of the candles after the range), or
+        all of them when ``until`` is None (the range ran to the run's end)."""
+        for event_type in ENGINE_TYPES:
+            while (ahead := self._peek(event_type)) is not None and (
+                until is None or ahead[1].timestamp < until
+            ):
+                offset, missing = self._take(event_type)
+                self._diverged(topics.TOPIC_OF_EVENT[event_type], offset, missing, None)
+        comparison = self.comparison
+        comparison.trades_added, comparison.trades_removed = _trade_difference(
+            self._original_fills, self._replayed_fills
+        )
+        comparison.fills = (len(self._original_fills), len(self._replayed_fills))
+        comparison.final_equity = (self._equity[0], self._equity[1])
+        comparison.max_drawdown_pct = (self._drawdown[0], self._drawdown[1])
+        return comparison
 
 
 def compare(
@@ -467,60 +586,13 @@ def compare(
     replay: str,
     replayed: list[Event],
     first: dict[str, int],
-    before_ts: int | None,
+    until: int | None,
 ) -> Comparison:
-    """The replayed events against the original run's events of the same types and
-    sequences: identical, or the first difference and what it changed.
-
-    ``first``: the sequence each type had reached when the replayed range began. The
-    original's events from there that the replay did not make count as removed if they
-    come before ``before_ts`` (the last replayed candle's time: later ones may be those of
-    the candles after the range), or all of them when ``before_ts`` is None (the range ran
-    to the run's end).
-    """
-    originals = _originals(log, original, first)
-    comparison = Comparison(events=len(replayed))
-    seen: set[tuple[str, int]] = set()
-    for event in replayed:
-        key = (event.type, event.sequence)
-        seen.add(key)
-        as_original = _swap_run(event.model_dump(mode="json"), replay, original)
-        found = originals.get(key)
-        if found is None or found[2].model_dump(mode="json") != as_original:
-            comparison.identical = False
-            if comparison.first_divergence is None:
-                comparison.first_divergence = Divergence(
-                    topic=topics.TOPIC_OF_EVENT[event.type],
-                    offset=found[1] if found is not None else None,
-                    original=found[2].model_dump(mode="json") if found is not None else None,
-                    replayed=event.model_dump(mode="json"),
-                )
-    in_range = {
-        key: item
-        for key, item in originals.items()
-        if key in seen or before_ts is None or item[2].timestamp < before_ts
-    }
-    for key, (topic, offset, event) in sorted(in_range.items(), key=lambda i: i[1][1]):
-        if key not in seen:
-            comparison.identical = False
-            if comparison.first_divergence is None:
-                comparison.first_divergence = Divergence(
-                    topic, offset, event.model_dump(mode="json"), None
-                )
-    original_events = [item[2] for item in in_range.values()]
-    comparison.trades_added, comparison.trades_removed = _trade_difference(
-        original_events, replayed
-    )
-    comparison.fills = (len(list(_fills(original_events))), len(list(_fills(replayed))))
-    comparison.final_equity = (_final_equity(original_events), _final_equity(replayed))
-    comparison.max_drawdown_pct = (_max_drawdown(original_events), _max_drawdown(replayed))
-    return comparison
-
-
-def _fills(events: list[Event]) -> Iterator[SimulatedTrade]:
-    for event in events:
-        if isinstance(event, SimulatedTrade) and event.status == "FILLED":
-            yield event
+    """``replayed`` (events of run ``replay``) against the original run's events of the
+    same types and sequences, each type from ``first[type]``; see ``_Comparer.result``."""
+    comparer = _Comparer(log, original, replay, first)
+    comparer.add_all(replayed)
+    return comparer.result(until)
 
 
 def _trade_key(trade: SimulatedTrade) -> tuple[Any, ...]:
@@ -528,12 +600,13 @@ def _trade_key(trade: SimulatedTrade) -> tuple[Any, ...]:
 
 
 def _trade_difference(
-    original: list[Event], replayed: list[Event]
+    original: list[SimulatedTrade], replayed: list[SimulatedTrade]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    before = {_trade_key(t): t for t in _fills(original)}
-    after = {_trade_key(t): t for t in _fills(replayed)}
-    added = [_trade_summary(after[k]) for k in sorted(after.keys() - before.keys())]
-    removed = [_trade_summary(before[k]) for k in sorted(before.keys() - after.keys())]
+    before = collections.Counter(_trade_key(t) for t in original)
+    after = collections.Counter(_trade_key(t) for t in replayed)
+    by_key = {_trade_key(t): t for t in (*original, *replayed)}
+    added = [_trade_summary(by_key[k]) for k in sorted((after - before).elements())]
+    removed = [_trade_summary(by_key[k]) for k in sorted((before - after).elements())]
     return added, removed
 
 
@@ -545,22 +618,6 @@ def _trade_summary(trade: SimulatedTrade) -> dict[str, Any]:
         "quantity": trade.filled_quantity,
         "price": trade.price,
     }
-
-
-def _final_equity(events: list[Event]) -> float | None:
-    snapshots = [e for e in events if e.type == "portfolio_snapshot"]
-    if not snapshots:
-        return None
-    last = max(snapshots, key=lambda e: e.sequence)
-    return float(last.equity)  # type: ignore[attr-defined]
-
-
-def _max_drawdown(events: list[Event]) -> float | None:
-    values = [e.drawdown_pct for e in events if e.type == "portfolio_snapshot"]  # type: ignore[attr-defined]
-    completed = [e for e in events if isinstance(e, RunCompleted)]
-    if completed:
-        values.append(completed[0].statistics.max_drawdown_pct)
-    return max(values) if values else None
 
 
 __all__ = [
