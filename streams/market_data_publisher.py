@@ -57,7 +57,15 @@ class MarketDataSink(Protocol):
 
 
 class MarketDataPublisher:
-    def __init__(self, log_root: Path, run_id: str, sink: MarketDataSink | None = None) -> None:
+    def __init__(
+        self,
+        log_root: Path,
+        run_id: str,
+        sink: MarketDataSink | None = None,
+        first_sequence: int = 0,
+    ) -> None:
+        """``first_sequence``: the sequence of the first candle handed over (a replay's
+        copies continue the replayed run's numbering)."""
         context = multiprocessing.get_context("fork")
         # The sink, if any, runs in a third process fed by the market-data process, so
         # writing read-model rows does not hold up appending to the log (three busy
@@ -75,7 +83,7 @@ class MarketDataPublisher:
         self._conn, child_end = context.Pipe(duplex=True)
         self._process = context.Process(
             target=_serve,
-            args=(log_root, run_id, child_end, channel),
+            args=(log_root, run_id, child_end, channel, first_sequence),
             daemon=True,
             name="cdb-market-data",
         )
@@ -167,12 +175,16 @@ def _serve_sink(conn: Connection, sink: MarketDataSink) -> None:
 
 
 def _serve(
-    log_root: Path, run_id: str, conn: Connection, sink_process: _SinkChannel | None
+    log_root: Path,
+    run_id: str,
+    conn: Connection,
+    sink_process: _SinkChannel | None,
+    first_sequence: int,
 ) -> None:
     gc.disable()  # acyclic, short-lived objects only; see streams.backtest
     log = EmbeddedLog(log_root, lock=False)
     digest = TopicDigest()
-    sequence = 0
+    sequence = first_sequence
     try:
         while True:
             data = conn.recv_bytes()
@@ -180,7 +192,8 @@ def _serve(
                 break
             if data[:1] == b"T":  # events that close the topic, already encoded
                 trailer: list[tuple[int, bytes]] = pickle.loads(data[1:])
-                log.append(topics.MARKET_DATA, run_id, trailer)
+                if trailer:
+                    log.append(topics.MARKET_DATA, run_id, trailer)
                 digest.update([value for _, value in trailer])
                 continue
             columns = pickle.loads(data)

@@ -44,7 +44,9 @@ from domain.strategies.recorded import RecordedSignals
 from streams import topics
 from streams.backtest import RunIdError, RunWriter, choose_run_id
 from streams.codec import DecodeError, decode, decode_views, encode_market_data
+from streams.embedded_log import EmbeddedLog
 from streams.log_port import EventLog, Record
+from streams.market_data_publisher import MarketDataPublisher, can_fork
 from streams.snapshots import SnapshotStore
 
 # The topics the engine writes; a replay's output is compared with the original's there.
@@ -337,46 +339,68 @@ def _replay(
         opening = _relabel(state.begin_events, original, new_run)
         writer.publish(opening)
         comparer.add_all(opening)
-    candles = 0
+    # The candle copies are encoded and appended by a second process where one can be
+    # forked (as a backtest's candles are); the replay's events are written here.
+    publisher = None
+    if isinstance(log, EmbeddedLog) and can_fork():
+        publisher = MarketDataPublisher(log.root, new_run, first_sequence=first_candle)
+    candles = candles_before = 0
     ended = stopped = False
     last_candle_ts: int | None = None
     boundary_ts: int | None = None
     records = iter(log.read(topics.MARKET_DATA, partition, offsets.start, offsets.stop))
-    while chunk := [r for r in itertools.islice(records, REPLAY_BATCH) if r.key == original]:
-        copies: list[tuple[int, bytes]] = []
-        events: list[Event] = []
-        for record, event in zip(chunk, _decode_many(chunk), strict=True):
-            if event.type == "market_data":
-                if (
-                    stop_after is not None
-                    and event.sequence > stop_after + 1
-                    and not pipeline.has_pending_orders
-                ):
-                    stopped = True
+    try:
+        while chunk := [r for r in itertools.islice(records, REPLAY_BATCH) if r.key == original]:
+            copies: list[Candle] = []
+            events: list[Event] = []
+            for record, event in zip(chunk, _decode_many(chunk), strict=True):
+                if event.type == "market_data":
+                    if (
+                        stop_after is not None
+                        and event.sequence > stop_after + 1
+                        and not pipeline.has_pending_orders
+                    ):
+                        stopped = True
+                        break
+                    candle = _candle(event)
+                    copies.append(candle)
+                    events.extend(pipeline.on_candle(candle))
+                    candles += 1
+                    last_candle_ts = candle.timestamp
+                    if stop_after is not None and event.sequence == stop_after + 1:
+                        # The candle that fills the range's last orders: its events are compared
+                        # whatever the rules (a fill the replay does not make is a trade removed).
+                        boundary_ts = candle.timestamp + 1
+                elif event.type == "market_data_completed":
+                    events.extend(pipeline.finish(event.dead_letters))
+                    ended = True
                     break
-                candle = _candle(event)
-                copies.append(
-                    (candle.timestamp, encode_market_data(new_run, event.sequence, candle))
-                )
-                events.extend(pipeline.on_candle(candle))
-                candles += 1
-                last_candle_ts = candle.timestamp
-                if stop_after is not None and event.sequence == stop_after + 1:
-                    # The candle that fills the range's last orders: its events are compared
-                    # whatever the rules (a fill the replay does not make is a trade removed).
-                    boundary_ts = candle.timestamp + 1
-            elif event.type == "market_data_completed":
-                events.extend(pipeline.finish(event.dead_letters))
-                ended = True
-                break
+                else:
+                    raise ReplayError(f"market_data offset {record.offset} holds a {event.type}")
+            if publisher is not None:
+                publisher.publish(copies)
             else:
-                raise ReplayError(f"market_data offset {record.offset} holds a {event.type}")
-        writer.market_data_records(copies)
-        writer.publish(events)
-        writer.flush_if_large()
-        comparer.add_all(events)
-        if ended or stopped:
-            break
+                writer.market_data_records(
+                    [
+                        (
+                            c.timestamp,
+                            encode_market_data(new_run, first_candle + candles_before + i, c),
+                        )
+                        for i, c in enumerate(copies)
+                    ]
+                )
+            candles_before = candles
+            writer.publish(events)
+            writer.flush_if_large()
+            comparer.add_all(events)
+            if ended or stopped:
+                break
+        if publisher is not None:
+            publisher.finish(trailer=[])
+            publisher = None
+    finally:
+        if publisher is not None:
+            publisher.abort()
     until = None if ended else boundary_ts or last_candle_ts
     comparison = comparer.result(until)
     if not ended:
