@@ -94,9 +94,8 @@ def main() -> None:
         f"| {len(restores)} |"
     )
     print()
-    print(
-        f"Replay / backtest speed: {replay_rate / backtest_rate:.2f}; every replay identical: {identical}"
-    )
+    ratio = replay_rate / backtest_rate
+    print(f"Replay / backtest speed: {ratio:.2f}; every replay identical: {identical}")
     print(
         f"Individual times (s): backtest {[round(t, 2) for t in backtests]}; "
         f"replay {[round(t, 2) for t in replays]}; restore {[round(t, 3) for t in restores]}"

