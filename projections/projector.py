@@ -440,7 +440,7 @@ def value_batches(
         return
     offsets: list[int] = []
     values: list[bytes] = []
-    for first, stored in read_values(topic, partition, start, end):
+    for _key, first, stored in read_values(topic, partition, start, end):
         offsets.extend(range(first, first + len(stored)))
         values.extend(stored)
         if len(values) >= size:

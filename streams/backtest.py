@@ -308,6 +308,13 @@ class RunWriter:
         for event in events:
             pending[topic_of[event.type]].append((event.timestamp, encode(event)))
 
+    def publish_encoded(self, events: Sequence[tuple[Event, bytes]]) -> None:
+        """``publish`` for events already encoded (``codec.encode``)."""
+        topic_of = topics.TOPIC_OF_EVENT
+        pending = self._pending
+        for event, raw in events:
+            pending[topic_of[event.type]].append((event.timestamp, raw))
+
     def _append(self, topic: str, records: list[tuple[int, bytes]]) -> tuple[int, int] | None:
         if not records:
             return None

@@ -389,11 +389,11 @@ class EmbeddedLog:
 
     def read_values(
         self, topic: str, partition: int, from_offset: int = 0, to_offset: int | None = None
-    ) -> Iterator[tuple[int, list[bytes]]]:
-        """``read`` for a reader of values only, a stored batch at a time: the first offset
-        and the values (at consecutive offsets) of each, without a record per value."""
-        for _key, first, lines in self._lines(topic, partition, from_offset, to_offset, True):
-            yield first, [line.partition(b"\t")[2] for line in lines]
+    ) -> Iterator[tuple[str, int, list[bytes]]]:
+        """``read`` for a reader of values only, a stored batch at a time: the batch's key,
+        the first offset and the values (at consecutive offsets), without a record each."""
+        for key, first, lines in self._lines(topic, partition, from_offset, to_offset, True):
+            yield key, first, [line.partition(b"\t")[2] for line in lines]
 
     def _lines(
         self,

@@ -21,17 +21,17 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+import msgspec
 
 from domain.events import (
     BacktestRunMetadata,
     Candle,
     Event,
     MarketDataEvent,
-    RunCompleted,
-    SimulatedTrade,
     StrategySignal,
     interval_ms,
 )
@@ -43,7 +43,14 @@ from domain.strategies.base import SignalIntent
 from domain.strategies.recorded import RecordedSignals
 from streams import topics
 from streams.backtest import RunIdError, RunWriter, choose_run_id
-from streams.codec import DecodeError, decode, decode_views, encode_market_data
+from streams.codec import (
+    DecodeError,
+    decode,
+    decode_view,
+    decode_views,
+    encode,
+    encode_market_data,
+)
 from streams.embedded_log import EmbeddedLog
 from streams.log_port import EventLog, Record
 from streams.market_data_publisher import MarketDataPublisher, can_fork
@@ -168,9 +175,8 @@ def _state_before(
         begin_events = pipeline.begin(metadata)
         refold_from = run_start
     refolded = 0
-    records = iter(log.read(topics.MARKET_DATA, partition, refold_from, run_start + candle))
-    while chunk := [r for r in itertools.islice(records, REPLAY_BATCH) if r.key == original]:
-        for event in _decode_many(chunk):
+    for _offsets, events in _run_batches(log, partition, refold_from, run_start + candle, original):
+        for event in events:
             if event.type == "market_data":
                 pipeline.on_candle(_candle(event))
                 refolded += 1
@@ -336,8 +342,8 @@ def _replay(
     writer.publish([replay_metadata])
     comparer = _Comparer(log, original, new_run, before)
     if first_candle == 0:
-        opening = _relabel(state.begin_events, original, new_run)
-        writer.publish(opening)
+        opening = [(e, encode(e)) for e in _relabel(state.begin_events, original, new_run)]
+        writer.publish_encoded(opening)
         comparer.add_all(opening)
     # The candle copies are encoded and appended by a second process where one can be
     # forked (as a backtest's candles are); the replay's events are written here.
@@ -348,12 +354,12 @@ def _replay(
     ended = stopped = False
     last_candle_ts: int | None = None
     boundary_ts: int | None = None
-    records = iter(log.read(topics.MARKET_DATA, partition, offsets.start, offsets.stop))
+    batches = _run_batches(log, partition, offsets.start, offsets.stop, original)
     try:
-        while chunk := [r for r in itertools.islice(records, REPLAY_BATCH) if r.key == original]:
+        for record_offsets, decoded in batches:
             copies: list[Candle] = []
             events: list[Event] = []
-            for record, event in zip(chunk, _decode_many(chunk), strict=True):
+            for offset, event in zip(record_offsets, decoded, strict=True):
                 if event.type == "market_data":
                     if (
                         stop_after is not None
@@ -376,7 +382,7 @@ def _replay(
                     ended = True
                     break
                 else:
-                    raise ReplayError(f"market_data offset {record.offset} holds a {event.type}")
+                    raise ReplayError(f"market_data offset {offset} holds a {event.type}")
             if publisher is not None:
                 publisher.publish(copies)
             else:
@@ -390,9 +396,10 @@ def _replay(
                     ]
                 )
             candles_before = candles
-            writer.publish(events)
+            encoded = [(event, encode(event)) for event in events]
+            writer.publish_encoded(encoded)
             writer.flush_if_large()
-            comparer.add_all(events)
+            comparer.add_all(encoded)
             if ended or stopped:
                 break
         if publisher is not None:
@@ -419,6 +426,44 @@ def _replay(
         refolded=state.refolded,
         comparison=comparison,
     )
+
+
+def _run_batches(
+    log: EventLog, partition: int, start: int, stop: int, run_id: str
+) -> Iterator[tuple[list[int], list[Any]]]:
+    """The offsets and events of ``run_id``'s market_data records in ``start <= offset <
+    stop``, about ``REPLAY_BATCH`` at a time (a log that stores batches gives their values
+    without a record each)."""
+    read_values = getattr(log, "read_values", None)
+    if read_values is None:
+        records = iter(log.read(topics.MARKET_DATA, partition, start, stop))
+        while chunk := list(itertools.islice(records, REPLAY_BATCH)):
+            ours = [record for record in chunk if record.key == run_id]
+            if ours:
+                yield [r.offset for r in ours], _decode_many(ours)
+        return
+    offsets: list[int] = []
+    values: list[bytes] = []
+    for key, first, stored in read_values(topics.MARKET_DATA, partition, start, stop):
+        if key != run_id:
+            continue
+        offsets.extend(range(first, first + len(stored)))
+        values.extend(stored)
+        if len(values) >= REPLAY_BATCH:
+            yield offsets, _decode_values(offsets, values)
+            offsets, values = [], []
+    if values:
+        yield offsets, _decode_values(offsets, values)
+
+
+def _decode_values(offsets: list[int], values: list[bytes]) -> list[Any]:
+    views = decode_views(values)
+    if views is not None:
+        return views
+    return [
+        _decode(Record(topics.MARKET_DATA, 0, offset, 0, "", value))
+        for offset, value in zip(offsets, values, strict=True)
+    ]
 
 
 def _candle(event: Any) -> Candle:
@@ -490,9 +535,15 @@ ENGINE_TYPES = (
 )
 
 
+class _Original(NamedTuple):
+    offset: int
+    event: Any  # a read-only view where one exists (streams.event_views), else the model
+    raw: bytes
+
+
 def _original_stream(
     log: EventLog, run_id: str, event_type: str, first: int
-) -> Iterator[tuple[int, Event]]:
+) -> Iterator[_Original]:
     """The original run's events of one type from sequence ``first`` on, with offsets."""
     topic = topics.TOPIC_OF_EVENT[event_type]
     if topic not in log.topic_names():
@@ -502,29 +553,56 @@ def _original_stream(
     for record in log.read(topic, partition):
         if record.key != run_id or marker not in record.value:
             continue
-        event = decode(record.value)
+        event = decode_view(record.value)
         if event.type == event_type and event.sequence >= first:
-            yield record.offset, event
+            yield _Original(record.offset, event, record.value)
+
+
+def _relabelled(run_from: str, run_to: str) -> Callable[[bytes], bytes]:
+    """Canonical event bytes of run ``run_from`` as run ``run_to`` would have written them:
+    its id where it stands as the run, as the head of an event id and inside an order id."""
+    pairs = [
+        (f'"run_id":"{run_from}"', f'"run_id":"{run_to}"'),
+        (f'"{run_from}:', f'"{run_to}:'),
+        (f'"{order_id_for(run_from, 0)[:-6]}', f'"{order_id_for(run_to, 0)[:-6]}'),
+    ]
+    encoded = [(old.encode(), new.encode()) for old, new in pairs]
+
+    def relabel(raw: bytes) -> bytes:
+        for old, new in encoded:
+            raw = raw.replace(old, new)
+        return raw
+
+    return relabel
+
+
+def _as_json(event: Any) -> dict[str, Any]:
+    if isinstance(event, Event):
+        return event.model_dump(mode="json")
+    return {"type": event.type, **msgspec.structs.asdict(event)}
 
 
 class _Comparer:
     """Compares replayed events, as they come, with the original run's events of the same
-    types and sequences (each type in sequence order on both sides)."""
+    types and sequences (each type in sequence order on both sides). Equal events are
+    equal bytes once the replay's run id is the original's: that is tried first, the
+    models decide when the bytes differ (an original of an older schema version)."""
 
     def __init__(self, log: EventLog, original: str, replay: str, first: dict[str, int]) -> None:
         self._log = log
         self._original = original
         self._replay = replay
+        self._as_original = _relabelled(replay, original)
         self._first = first
-        self._streams: dict[str, Iterator[tuple[int, Event]]] = {}
-        self._peeked: dict[str, tuple[int, Event] | None] = {}
+        self._streams: dict[str, Iterator[_Original]] = {}
+        self._peeked: dict[str, _Original | None] = {}
         self.comparison = Comparison()
-        self._original_fills: list[SimulatedTrade] = []
-        self._replayed_fills: list[SimulatedTrade] = []
+        self._original_fills: list[Any] = []
+        self._replayed_fills: list[Any] = []
         self._equity: list[float | None] = [None, None]
         self._drawdown: list[float | None] = [None, None]
 
-    def _peek(self, event_type: str) -> tuple[int, Event] | None:
+    def _peek(self, event_type: str) -> _Original | None:
         if event_type not in self._streams:
             self._streams[event_type] = _original_stream(
                 self._log, self._original, event_type, self._first.get(event_type, 0)
@@ -532,26 +610,27 @@ class _Comparer:
             self._peeked[event_type] = next(self._streams[event_type], None)
         return self._peeked[event_type]
 
-    def _take(self, event_type: str) -> tuple[int, Event]:
+    def _take(self, event_type: str) -> _Original:
         taken = self._peeked[event_type]
         assert taken is not None
         self._peeked[event_type] = next(self._streams[event_type], None)
-        self._seen(0, taken[1])
+        self._seen(0, taken.event)
         return taken
 
-    def _seen(self, side: int, event: Event) -> None:
-        if isinstance(event, SimulatedTrade) and event.status == "FILLED":
-            (self._original_fills, self._replayed_fills)[side].append(event)
-        elif event.type == "portfolio_snapshot":
-            self._equity[side] = float(event.equity)  # type: ignore[attr-defined]
-            drawdown = float(event.drawdown_pct)  # type: ignore[attr-defined]
-            self._drawdown[side] = max(self._drawdown[side] or 0.0, drawdown)
-        elif isinstance(event, RunCompleted):
+    def _seen(self, side: int, event: Any) -> None:
+        event_type = event.type
+        if event_type == "order_result":
+            if event.status == "FILLED":
+                (self._original_fills, self._replayed_fills)[side].append(event)
+        elif event_type == "portfolio_snapshot":
+            self._equity[side] = float(event.equity)
+            self._drawdown[side] = max(self._drawdown[side] or 0.0, float(event.drawdown_pct))
+        elif event_type == "run_completed":
             drawdown = event.statistics.max_drawdown_pct
             self._drawdown[side] = max(self._drawdown[side] or 0.0, drawdown)
 
     def _diverged(
-        self, topic: str, offset: int | None, original: Event | None, replayed: Event | None
+        self, topic: str, offset: int | None, original: Any | None, replayed: Event | None
     ) -> None:
         comparison = self.comparison
         comparison.identical = False
@@ -559,41 +638,47 @@ class _Comparer:
             comparison.first_divergence = Divergence(
                 topic,
                 offset,
-                original.model_dump(mode="json") if original is not None else None,
+                _as_json(original) if original is not None else None,
                 replayed.model_dump(mode="json") if replayed is not None else None,
             )
 
-    def add_all(self, events: list[Event]) -> None:
-        for event in events:
-            self.add(event)
+    def add_all(self, events: Sequence[tuple[Event, bytes]]) -> None:
+        for event, raw in events:
+            self.add(event, raw)
 
-    def add(self, event: Event) -> None:
+    def add(self, event: Event, raw: bytes) -> None:
+        """``event`` of the replay, and its bytes as written (``codec.encode``)."""
         self.comparison.events += 1
         self._seen(1, event)
         event_type = event.type
         topic = topics.TOPIC_OF_EVENT[event_type]
-        while (ahead := self._peek(event_type)) is not None and ahead[1].sequence < event.sequence:
-            offset, missing = self._take(event_type)  # the original has it, the replay not
-            self._diverged(topic, offset, missing, None)
+        while (
+            ahead := self._peek(event_type)
+        ) is not None and ahead.event.sequence < event.sequence:
+            missing = self._take(event_type)  # the original has it, the replay not
+            self._diverged(topic, missing.offset, missing.event, None)
         ahead = self._peek(event_type)
-        if ahead is None or ahead[1].sequence != event.sequence:
+        if ahead is None or ahead.event.sequence != event.sequence:
             self._diverged(topic, None, None, event)
             return
-        offset, found = self._take(event_type)
+        found = self._take(event_type)
+        if self._as_original(raw) == found.raw:
+            return
         replayed = _swap_run(event.model_dump(mode="json"), self._replay, self._original)
-        if found.model_dump(mode="json") != replayed:
-            self._diverged(topic, offset, found, event)
+        if decode(found.raw).model_dump(mode="json") != replayed:
+            self._diverged(topic, found.offset, found.event, event)
 
     def result(self, until: int | None) -> Comparison:
         """The comparison; the original's events left over count as removed if they come
         before ``until`` (the later ones may be those of the candles after the range), or
         all of them when ``until`` is None (the range ran to the run's end)."""
         for event_type in ENGINE_TYPES:
+            topic = topics.TOPIC_OF_EVENT[event_type]
             while (ahead := self._peek(event_type)) is not None and (
-                until is None or ahead[1].timestamp < until
+                until is None or ahead.event.timestamp < until
             ):
-                offset, missing = self._take(event_type)
-                self._diverged(topics.TOPIC_OF_EVENT[event_type], offset, missing, None)
+                missing = self._take(event_type)
+                self._diverged(topic, missing.offset, missing.event, None)
         comparison = self.comparison
         comparison.trades_added, comparison.trades_removed = _trade_difference(
             self._original_fills, self._replayed_fills
@@ -615,16 +700,16 @@ def compare(
     """``replayed`` (events of run ``replay``) against the original run's events of the
     same types and sequences, each type from ``first[type]``; see ``_Comparer.result``."""
     comparer = _Comparer(log, original, replay, first)
-    comparer.add_all(replayed)
+    comparer.add_all([(event, encode(event)) for event in replayed])
     return comparer.result(until)
 
 
-def _trade_key(trade: SimulatedTrade) -> tuple[Any, ...]:
+def _trade_key(trade: Any) -> tuple[Any, ...]:
     return (trade.timestamp, trade.symbol, trade.side, trade.filled_quantity, trade.price)
 
 
 def _trade_difference(
-    original: list[SimulatedTrade], replayed: list[SimulatedTrade]
+    original: list[Any], replayed: list[Any]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     before = collections.Counter(_trade_key(t) for t in original)
     after = collections.Counter(_trade_key(t) for t in replayed)
@@ -634,7 +719,7 @@ def _trade_difference(
     return added, removed
 
 
-def _trade_summary(trade: SimulatedTrade) -> dict[str, Any]:
+def _trade_summary(trade: Any) -> dict[str, Any]:
     return {
         "timestamp": trade.timestamp,
         "symbol": trade.symbol,
