@@ -340,7 +340,9 @@ def _replay(
     pipeline.continue_as(new_run)  # from here the pipeline writes the replay's own run
     writer = RunWriter(log, new_run)
     writer.publish([replay_metadata])
-    comparer = _Comparer(log, original, new_run, before)
+    # The range's events are no older than the candle before it (the last one folded).
+    since = pipeline.last_timestamp if first_candle else None
+    comparer = _Comparer(log, original, new_run, before, since)
     if first_candle == 0:
         opening = [(e, encode(e)) for e in _relabel(state.begin_events, original, new_run)]
         writer.publish_encoded(opening)
@@ -542,15 +544,18 @@ class _Original(NamedTuple):
 
 
 def _original_stream(
-    log: EventLog, run_id: str, event_type: str, first: int
+    log: EventLog, run_id: str, event_type: str, first: int, since: int | None
 ) -> Iterator[_Original]:
-    """The original run's events of one type from sequence ``first`` on, with offsets."""
+    """The original run's events of one type from sequence ``first`` on, with offsets;
+    read from the first record at or after time ``since`` (no event of the range is older
+    than the range's first candle)."""
     topic = topics.TOPIC_OF_EVENT[event_type]
     if topic not in log.topic_names():
         return
     marker = b'"type":"' + event_type.encode() + b'"'
     partition = topics.partition_for(run_id, log.partitions(topic))
-    for record in log.read(topic, partition):
+    start = 0 if since is None else log.offset_for_time(topic, partition, since)
+    for record in log.read(topic, partition, start):
         if record.key != run_id or marker not in record.value:
             continue
         event = decode_view(record.value)
@@ -588,7 +593,17 @@ class _Comparer:
     equal bytes once the replay's run id is the original's: that is tried first, the
     models decide when the bytes differ (an original of an older schema version)."""
 
-    def __init__(self, log: EventLog, original: str, replay: str, first: dict[str, int]) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        original: str,
+        replay: str,
+        first: dict[str, int],
+        since: int | None = None,
+    ) -> None:
+        """``first``: the sequence of each type at the range's start; ``since``: the time
+        of its first candle (None: read the original's events from the beginning)."""
+        self._since = since
         self._log = log
         self._original = original
         self._replay = replay
@@ -605,7 +620,7 @@ class _Comparer:
     def _peek(self, event_type: str) -> _Original | None:
         if event_type not in self._streams:
             self._streams[event_type] = _original_stream(
-                self._log, self._original, event_type, self._first.get(event_type, 0)
+                self._log, self._original, event_type, self._first.get(event_type, 0), self._since
             )
             self._peeked[event_type] = next(self._streams[event_type], None)
         return self._peeked[event_type]
