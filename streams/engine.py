@@ -12,10 +12,10 @@ from typing import Any
 
 from domain.events import (
     BacktestRunMetadata,
-    Candle,
     Event,
     MarketDataCompleted,
     MarketDataEvent,
+    candle_of,
     interval_ms,
 )
 from domain.pipeline import PaperTradingPipeline
@@ -96,18 +96,7 @@ class EngineProcessor:
             step = self._interval_ms.get(event.interval)
             if step is None:
                 step = self._interval_ms[event.interval] = interval_ms(event.interval)
-            candle = Candle(
-                event.symbol,
-                event.timestamp,
-                event.open,
-                event.high,
-                event.low,
-                event.close,
-                event.volume,
-                event.interval,
-                step,
-            )
-            return pipeline.on_candle(candle)
+            return pipeline.on_candle(candle_of(event, step))
         if kind == "market_data_completed":
             try:
                 marker = decode(value)

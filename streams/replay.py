@@ -33,6 +33,7 @@ from domain.events import (
     Event,
     MarketDataEvent,
     StrategySignal,
+    candle_of,
     interval_ms,
 )
 from domain.execution import order_id_for
@@ -56,16 +57,20 @@ from streams.log_port import EventLog, Record
 from streams.market_data_publisher import MarketDataPublisher, can_fork
 from streams.snapshots import SnapshotStore
 
-# The topics the engine writes; a replay's output is compared with the original's there.
-OUTPUT_TOPICS = (
-    topics.SIGNALS,
-    topics.RISK_DECISIONS,
-    topics.ORDERS,
-    topics.ORDER_RESULTS,
-    topics.PORTFOLIO,
-    topics.ALERTS,
-    topics.RUNS,
+# The event types the engine writes (a replay's output); the others are its inputs.
+ENGINE_TYPES = (
+    "signal",
+    "risk_decision",
+    "order",
+    "order_result",
+    "position_state",
+    "portfolio_snapshot",
+    "risk_state",
+    "alert",
+    "run_completed",
 )
+# The topics the engine writes; a replay's output is compared with the original's there.
+OUTPUT_TOPICS = tuple(dict.fromkeys(topics.TOPIC_OF_EVENT[t] for t in ENGINE_TYPES))
 
 
 class ReplayError(ValueError):
@@ -470,17 +475,7 @@ def _decode_values(offsets: list[int], values: list[bytes]) -> list[Any]:
 
 def _candle(event: Any) -> Candle:
     """The candle of a market_data event (model or view)."""
-    return Candle(
-        event.symbol,
-        event.timestamp,
-        event.open,
-        event.high,
-        event.low,
-        event.close,
-        event.volume,
-        event.interval,
-        _interval_ms(event.interval),
-    )
+    return candle_of(event, _interval_ms(event.interval))
 
 
 def _decode_many(records: list[Record]) -> list[Any]:
@@ -521,20 +516,6 @@ def _swap_run(data: dict[str, Any], run_from: str, run_to: str) -> dict[str, Any
     if isinstance(value, str) and value.startswith(order_prefix):
         swapped["order_id"] = order_id_for(run_to, 0)[:-6] + value[len(order_prefix) :]
     return swapped
-
-
-# The event types the engine writes (a replay's output); the others are its inputs.
-ENGINE_TYPES = (
-    "signal",
-    "risk_decision",
-    "order",
-    "order_result",
-    "position_state",
-    "portfolio_snapshot",
-    "risk_state",
-    "alert",
-    "run_completed",
-)
 
 
 class _Original(NamedTuple):

@@ -8,6 +8,7 @@ from domain.events.market import (
     DeadLetter,
     MarketDataCompleted,
     MarketDataEvent,
+    candle_of,
     interval_ms,
 )
 from domain.events.portfolio import PortfolioSnapshot, PositionState
@@ -38,6 +39,7 @@ __all__ = [
     "SimulatedTrade",
     "StrategySignal",
     "UnknownEventType",
+    "candle_of",
     "event_id_for",
     "interval_ms",
     "upcast",

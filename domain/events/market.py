@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from domain.events.envelope import Event
 
@@ -32,17 +32,23 @@ class MarketDataEvent(Event):
     interval: str
 
     def to_candle(self, interval_ms: int) -> Candle:
-        return Candle(
-            self.symbol,
-            self.timestamp,
-            self.open,
-            self.high,
-            self.low,
-            self.close,
-            self.volume,
-            self.interval,
-            interval_ms,
-        )
+        return candle_of(self, interval_ms)
+
+
+def candle_of(event: Any, step_ms: int) -> Candle:
+    """The candle a market_data event carries: its model, or anything with its fields (a
+    decoded view); ``step_ms`` is its interval in milliseconds."""
+    return Candle(
+        event.symbol,
+        event.timestamp,
+        event.open,
+        event.high,
+        event.low,
+        event.close,
+        event.volume,
+        event.interval,
+        step_ms,
+    )
 
 
 class DeadLetter(Event):
