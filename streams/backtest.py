@@ -7,6 +7,7 @@ topic, keyed by the run id so one run stays in one partition, in order.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ from streams.snapshots import SNAPSHOT_EVERY, Snapshot, SnapshotStore
 # orjson hands back each value in a 4 KiB allocation, so batches stay small to keep
 # memory flat; 2048 records still amortise the per-batch work.
 BATCH = 2048
+
+
+logger = logging.getLogger("cdb.backtest")
 
 
 class RunIdError(ValueError):
@@ -227,17 +231,21 @@ def run_backtest(
                     writer.flush()
                     if next_snapshot is not None and pipeline.candles >= next_snapshot:
                         assert snapshots is not None
-                        snapshots.write(
-                            Snapshot(
-                                run_id=run_id,
-                                partition=md_partition,
-                                offset=first_candle + pipeline.candles,
-                                candles=pipeline.candles,
-                                code_version=metadata.code_version,
-                                payload=pipeline.export_state(),
-                            )
+                        snapshot = Snapshot(
+                            run_id=run_id,
+                            partition=md_partition,
+                            offset=first_candle + pipeline.candles,
+                            candles=pipeline.candles,
+                            code_version=metadata.code_version,
+                            payload=pipeline.export_state(),
                         )
                         next_snapshot = pipeline.candles + snapshot_every
+                        try:
+                            snapshots.write(snapshot)
+                        except OSError as exc:
+                            # A snapshot only saves a replay time; the run goes on without.
+                            logger.warning("snapshots stopped for run %s: %s", run_id, exc)
+                            next_snapshot = None
             publish(ingest.drain())
             ingest.last_timestamp = pipeline.last_timestamp
             ingest.last_interval_ms = pipeline.last_interval_ms

@@ -347,3 +347,20 @@ def test_a_bad_signals_replay_gets_one_clear_error(
     assert main([*data_dir, "replay", *arguments]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_snapshot_that_cannot_be_written_does_not_stop_the_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "snapshots"
+    blocked.write_text("a file where the snapshot directory would be", encoding="utf-8")
+    with EmbeddedLog(tmp_path / "log") as log:
+        outcome = run_backtest(
+            BacktestConfig(strategy_id="sma_cross"),
+            [CsvCandleSource("BTC_USD", BTC)],
+            log,
+            snapshots=SnapshotStore(blocked),
+            snapshot_every=2_048,
+        )
+    assert outcome.completed.candles > 30_000
+    assert "snapshots stopped" in caplog.text
