@@ -236,7 +236,7 @@ def run_backtest(
                             partition=md_partition,
                             offset=first_candle + pipeline.candles,
                             candles=pipeline.candles,
-                            code_version=metadata.code_version,
+                            code_version=code_version(),  # the code that can read it back
                             payload=pipeline.export_state(),
                         )
                         next_snapshot = pipeline.candles + snapshot_every

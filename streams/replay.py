@@ -43,7 +43,7 @@ from domain.run_config import BacktestConfig, run_metadata_event
 from domain.strategies.base import SignalIntent
 from domain.strategies.recorded import RecordedSignals
 from streams import topics
-from streams.backtest import RunIdError, RunWriter, choose_run_id
+from streams.backtest import RunIdError, RunWriter, choose_run_id, code_version
 from streams.codec import (
     DecodeError,
     decode,
@@ -167,7 +167,7 @@ def _state_before(
     pipeline = PaperTradingPipeline.from_metadata(metadata)
     snapshot = None
     if snapshots is not None:
-        snapshot = snapshots.nearest(original, candle, metadata.code_version)
+        snapshot = snapshots.nearest(original, candle, code_version())
         if snapshot is not None and (
             snapshot.partition != partition or snapshot.offset - snapshot.candles != run_start
         ):
@@ -200,7 +200,7 @@ def _run_start(
     run_id = metadata.run_id
     found = None
     if snapshots is not None:
-        snapshot = snapshots.nearest(run_id, 2**62, metadata.code_version)
+        snapshot = snapshots.nearest(run_id, 2**62, code_version())
         if snapshot is not None and snapshot.partition == partition:
             found = snapshot.offset - snapshot.candles
     if found is None:

@@ -34,7 +34,7 @@ class Snapshot:
     partition: int
     offset: int  # the market_data offset of the next candle to fold
     candles: int  # candles folded before it (the next candle's sequence)
-    code_version: str
+    code_version: str  # of the code that wrote it: only the same code restores it
     payload: bytes
 
 
