@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -38,6 +39,7 @@ from streams.digest import log_digest
 from streams.embedded_log import EmbeddedLog
 from streams.log_port import EventLog, LogError, describe
 from streams.replay import ReplayError, ReplayOutcome, replay_market_data, replay_signals
+from streams.snapshots import SNAPSHOT_EVERY
 
 EXIT_USAGE = 2
 
@@ -313,6 +315,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             parallel=not settings.single_process,
             market_data_sink=sink,
             snapshots=bootstrap.snapshot_store(settings) if isinstance(log, EmbeddedLog) else None,
+            snapshot_every=_snapshot_every(),
         )
         if sink is not None:
             sink.close()
@@ -531,6 +534,16 @@ def _read(log: EventLog, args: argparse.Namespace) -> int:
 
 
 # -- replay -----------------------------------------------------------------------------------
+
+
+def _snapshot_every() -> int:
+    """Candles between two engine snapshots: ``$CDB_SNAPSHOT_EVERY``, or the default."""
+    raw = os.environ.get("CDB_SNAPSHOT_EVERY", "").strip()
+    if not raw:
+        return SNAPSHOT_EVERY
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"$CDB_SNAPSHOT_EVERY must be a positive whole number, not {raw!r}")
+    return int(raw)
 
 
 def _replay_range(log: EventLog, args: argparse.Namespace) -> tuple[int, int]:
@@ -794,12 +807,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.kafka_log import KafkaLog, parse_kafka_url
     from streams.worker import run_worker
 
-    bootstrap = parse_kafka_url(settings.log_url)
+    address = parse_kafka_url(settings.log_url)
+    every = _snapshot_every()
     # Until faust installs its own handlers, nothing is in flight: a stop just exits.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    with KafkaLog(bootstrap) as kafka:  # fail fast, in one line, if the broker is not there
+    with KafkaLog(address) as kafka:  # fail fast, in one line, if the broker is not there
         kafka.topic_names()
-    return run_worker(bootstrap, args.loglevel, args.intake)
+    snapshots = bootstrap.snapshot_store(settings)
+    return run_worker(address, args.loglevel, args.intake, snapshots, every)
 
 
 # -- main -------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ redelivered candle is skipped and a missing one is an error, never a silent gap.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from domain.events import (
@@ -20,6 +21,9 @@ from domain.events import (
 )
 from domain.pipeline import PaperTradingPipeline
 from streams.codec import DecodeError, decode, decode_json
+from streams.snapshots import SNAPSHOT_EVERY, Snapshot, SnapshotStore
+
+logger = logging.getLogger("cdb.engine")
 
 
 class EngineError(RuntimeError):
@@ -27,7 +31,17 @@ class EngineError(RuntimeError):
 
 
 class EngineProcessor:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        snapshots: SnapshotStore | None = None,
+        every: int = SNAPSHOT_EVERY,
+        code_version: str = "",
+    ) -> None:
+        """With ``snapshots``, each run's state is saved every ``every`` candles whose
+        position in the log is known (see ``on_record``), for a restart to resume from."""
+        self._snapshots = snapshots
+        self._every = every
+        self._code_version = code_version
         self._pipelines: dict[str, PaperTradingPipeline] = {}
         self._interval_ms: dict[str, int] = {}
         # Runs whose input is done with: ids only, so a long-running worker does not keep
@@ -37,12 +51,37 @@ class EngineProcessor:
         # among each other), replayed in order once the metadata is there.
         self._waiting: dict[str, list[bytes]] = {}
 
-    def on_record(self, value: bytes) -> list[Event]:
-        """Any input record: a run's metadata (``runs``) or its market data."""
+    def on_record(self, value: bytes, at: tuple[int, int] | None = None) -> list[Event]:
+        """Any input record: a run's metadata (``runs``) or its market data; ``at``: the
+        (partition, offset) of a market_data record, where snapshots are taken."""
         payload = decode_json(value)
         if payload.get("type") in ("run_metadata", "run_completed"):
             return self.on_run_metadata(value)
-        return self._on_market_data(payload, value, wait=True)
+        return self._on_market_data(payload, value, wait=True, at=at)
+
+    def restore(self, metadata: BacktestRunMetadata, snapshot: Snapshot) -> None:
+        """Take up ``metadata``'s run from ``snapshot``: candles before it are passed over
+        as already processed."""
+        pipeline = PaperTradingPipeline.from_metadata(metadata)
+        pipeline.restore_state(snapshot.payload)
+        self._pipelines[metadata.run_id] = pipeline
+
+    def _snapshot(self, run_id: str, pipeline: PaperTradingPipeline, at: tuple[int, int]) -> None:
+        assert self._snapshots is not None
+        snapshot = Snapshot(
+            run_id=run_id,
+            partition=at[0],
+            offset=at[1] + 1,  # where to read from: the run's next candle is no earlier
+            candles=pipeline.candles,
+            code_version=self._code_version,
+            payload=pipeline.export_state(),
+        )
+        try:
+            self._snapshots.write(snapshot)
+        except OSError as exc:
+            # A snapshot only shortens a restart; the engine goes on without them.
+            logger.warning("snapshots stopped: %s", exc)
+            self._snapshots = None
 
     def mark_finished(self, run_id: str) -> None:
         """A run whose ``run_completed`` is already in the log: its input is done with."""
@@ -70,7 +109,14 @@ class EngineProcessor:
         """Process one ``market_data`` record (a candle or the end-of-input marker)."""
         return self._on_market_data(decode_json(value), value, wait=wait)
 
-    def _on_market_data(self, payload: dict[str, Any], value: bytes, *, wait: bool) -> list[Event]:
+    def _on_market_data(
+        self,
+        payload: dict[str, Any],
+        value: bytes,
+        *,
+        wait: bool,
+        at: tuple[int, int] | None = None,
+    ) -> list[Event]:
         run_id = str(payload.get("run_id"))
         pipeline = self._pipelines.get(run_id)
         if pipeline is None:
@@ -96,7 +142,14 @@ class EngineProcessor:
             step = self._interval_ms.get(event.interval)
             if step is None:
                 step = self._interval_ms[event.interval] = interval_ms(event.interval)
-            return pipeline.on_candle(candle_of(event, step))
+            events = pipeline.on_candle(candle_of(event, step))
+            if (
+                at is not None
+                and self._snapshots is not None
+                and pipeline.candles % self._every == 0
+            ):
+                self._snapshot(run_id, pipeline, at)
+            return events
         if kind == "market_data_completed":
             try:
                 marker = decode(value)

@@ -33,11 +33,13 @@ import orjson
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 
-from domain.events import Event
+from domain.events import BacktestRunMetadata, Event
 from streams import topics
-from streams.codec import encode
+from streams.backtest import code_version
+from streams.codec import decode, encode
 from streams.engine import EngineProcessor
 from streams.kafka_log import KafkaLog, send_in_batches
+from streams.snapshots import SNAPSHOT_EVERY, SnapshotStore
 
 GROUP_ID = "claire-de-binare-engine"
 # The batch intake is its own consumer group: faust's group protocol and a plain
@@ -103,19 +105,48 @@ def recover(
     output: OutputFilter,
     finished: set[str],
     metadata: list[bytes],
-) -> list[Event]:
-    """Refold unfinished runs from the log; return the events not yet written."""
+    snapshots: SnapshotStore | None = None,
+) -> tuple[list[Event], int]:
+    """Refold unfinished runs from the log; return the events not yet written and how
+    many runs were taken up from a snapshot.
+
+    A run with a snapshot starts from it, and its partition is read from the snapshot's
+    offset (the smallest among the partition's unfinished runs; from the start if one of
+    them has none): the processor passes over the candles a restored run has folded.
+    """
     for run_id in finished:
         processor.mark_finished(run_id)
+    partitions = kafka.partitions(topics.MARKET_DATA)
+    starts = [0] * partitions
+    restored: dict[int, int] = {}  # partition -> smallest snapshot offset
+    plain: set[int] = set()  # partitions with an unfinished run to read from the start
     pending: list[Event] = []
+    taken_up = 0
     for value in metadata:
-        pending.extend(output.fresh(processor.on_record(value)))
-    for partition in range(kafka.partitions(topics.MARKET_DATA)):
-        for record in kafka.read(topics.MARKET_DATA, partition, verify=False):
+        run = decode(value)
+        assert isinstance(run, BacktestRunMetadata)
+        if run.run_id in finished:
+            continue
+        partition = topics.partition_for(run.run_id, partitions)
+        snapshot = None
+        if snapshots is not None:
+            snapshot = snapshots.nearest(run.run_id, 2**62, code_version())
+        if snapshot is not None and snapshot.partition == partition:
+            processor.restore(run, snapshot)
+            restored[partition] = min(restored.get(partition, snapshot.offset), snapshot.offset)
+            taken_up += 1
+        else:
+            plain.add(partition)
+            pending.extend(output.fresh(processor.on_record(value)))
+    for partition in range(partitions):
+        if partition in restored and partition not in plain:
+            starts[partition] = restored[partition]
+        for record in kafka.read(topics.MARKET_DATA, partition, starts[partition], verify=False):
             if record.key in finished:
                 continue
-            pending.extend(output.fresh(processor.on_record(record.value)))
-    return pending
+            at = (partition, record.offset)
+            pending.extend(output.fresh(processor.on_record(record.value, at)))
+    return pending, taken_up
 
 
 class OutputPublisher:
@@ -167,8 +198,10 @@ class OutputPublisher:
 class EngineState:
     """What the start-up refold leaves behind for whichever intake consumes."""
 
-    def __init__(self) -> None:
+    def __init__(self, snapshots: SnapshotStore | None = None, every: int = SNAPSHOT_EVERY) -> None:
         self.ready = asyncio.Event()
+        self._snapshots = snapshots
+        self._every = every
         self.processor = EngineProcessor()
         self.output = OutputFilter({})
         self.publisher: OutputPublisher | None = None
@@ -177,24 +210,32 @@ class EngineState:
     async def start(self, bootstrap: str) -> None:
         """Create the topics, refold unfinished runs, write what a killed worker did not."""
 
-        def work() -> tuple[list[Event], EngineProcessor, OutputFilter, dict[str, int]]:
+        def work() -> tuple[list[Event], int, EngineProcessor, OutputFilter, dict[str, int]]:
             with KafkaLog(bootstrap) as kafka:
                 for name in topics.ALL_TOPICS:
                     kafka.create_topic(name)
                 partitions = {name: kafka.partitions(name) for name in topics.ALL_TOPICS}
                 written, metadata, finished = read_state(kafka)
-                processor = EngineProcessor()
+                processor = EngineProcessor(self._snapshots, self._every, code_version())
                 output = OutputFilter(written)
-                pending = recover(kafka, processor, output, finished, metadata)
-            return pending, processor, output, partitions
+                pending, restored = recover(
+                    kafka, processor, output, finished, metadata, self._snapshots
+                )
+            return pending, restored, processor, output, partitions
 
         loop = asyncio.get_running_loop()
-        pending, self.processor, self.output, partitions = await loop.run_in_executor(None, work)
+        pending, restored, self.processor, self.output, partitions = await loop.run_in_executor(
+            None, work
+        )
         self.publisher = OutputPublisher(bootstrap, partitions)
         await self.publisher.start()
         await self.publisher.publish(pending)
         self.ready.set()
-        log.info("refolded the log: %d events written on the way", len(pending))
+        log.info(
+            "refolded the log: %d events written on the way, %d runs taken up from snapshots",
+            len(pending),
+            restored,
+        )
         self._announce()
 
     def assigned(self, partitions: int) -> None:
@@ -209,11 +250,15 @@ class EngineState:
 
     async def process(self, values: Iterable[bytes]) -> None:
         """One batch of input records in, their fresh events written and acknowledged."""
+        await self.process_at((value, None) for value in values)
+
+    async def process_at(self, records: Iterable[tuple[bytes, tuple[int, int] | None]]) -> None:
+        """``process`` for records with the (partition, offset) of those of market_data."""
         assert self.publisher is not None
         events: list[Event] = []
         on_record = self.processor.on_record
-        for value in values:
-            events.extend(on_record(value))
+        for value, at in records:
+            events.extend(on_record(value, at))
         await self.publisher.publish(self.output.fresh(events))
 
 
@@ -228,7 +273,12 @@ class _AnnounceAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
         self._state.assigned(len(assigned))
 
 
-def build_app(bootstrap: str, intake: str = "batch") -> Any:
+def build_app(
+    bootstrap: str,
+    intake: str = "batch",
+    snapshots: SnapshotStore | None = None,
+    snapshot_every: int = SNAPSHOT_EVERY,
+) -> Any:
     """The faust app with the engine; nothing connects until the worker starts.
 
     ``intake`` says how input records reach the engine. ``batch`` (the default): an aiokafka
@@ -258,7 +308,8 @@ def build_app(bootstrap: str, intake: str = "batch") -> Any:
         broker_heartbeat_interval=1.0,
         broker_rebalance_timeout=6.0,
     )
-    state = EngineState()
+    # Snapshots are taken where record offsets are at hand: by the batch intake.
+    state = EngineState(snapshots if intake == "batch" else None, snapshot_every)
 
     @app.task  # type: ignore[untyped-decorator]
     async def refold_unfinished_runs() -> None:
@@ -340,7 +391,11 @@ def build_app(bootstrap: str, intake: str = "batch") -> Any:
             async def _process(self, polled: dict[Any, list[Any]]) -> None:
                 # Run metadata first, so a run's candles polled with it need not wait.
                 ordered = sorted(polled, key=lambda tp: tp.topic != topics.RUNS)
-                await state.process(m.value for tp in ordered for m in polled[tp])
+                await state.process_at(
+                    (m.value, (tp.partition, m.offset) if tp.topic == topics.MARKET_DATA else None)
+                    for tp in ordered
+                    for m in polled[tp]
+                )
                 try:
                     await self.consumer.commit({tp: polled[tp][-1].offset + 1 for tp in polled})
                 except CommitFailedError as exc:
@@ -352,11 +407,17 @@ def build_app(bootstrap: str, intake: str = "batch") -> Any:
     return app
 
 
-def run_worker(bootstrap: str, loglevel: str = "warn", intake: str = "batch") -> int:
+def run_worker(
+    bootstrap: str,
+    loglevel: str = "warn",
+    intake: str = "batch",
+    snapshots: SnapshotStore | None = None,
+    snapshot_every: int = SNAPSHOT_EVERY,
+) -> int:
     """Run until SIGTERM or SIGINT; the intake finishes its batch and commits its offsets."""
     import faust
 
-    app = build_app(bootstrap, intake)
+    app = build_app(bootstrap, intake, snapshots, snapshot_every)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0

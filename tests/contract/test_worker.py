@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -29,13 +30,16 @@ CONFIG = BacktestConfig(strategy_id="sma_cross", strategy_params={"fast": 5, "sl
 
 @contextlib.contextmanager
 def _worker(bootstrap: str, log_path: Path, intake: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A `cdb worker` subprocess, killed on the way out if the test left it running."""
+    """A `cdb worker` subprocess, killed on the way out if the test left it running. Its
+    data directory (snapshots every 500 candles) is beside ``log_path``."""
     with open(log_path, "ab") as out:
         worker = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "cdb",
+                "--data-dir",
+                str(log_path.parent / "worker-data"),
                 "--log",
                 f"kafka://{bootstrap}",
                 "worker",
@@ -47,6 +51,7 @@ def _worker(bootstrap: str, log_path: Path, intake: str) -> Iterator[subprocess.
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "CDB_SNAPSHOT_EVERY": "500"},
         )
     try:
         yield worker
@@ -116,6 +121,10 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=30)
 
+        # The batch intake snapshots the run as it goes (it knows the records' offsets).
+        taken = sorted((tmp_path / "worker-data" / "snapshots" / run_id).glob("*.snap"))
+        assert bool(taken) == (intake == "batch")
+
         # 2. More input arrives while no worker runs.
         _publish_candles(kafka, run_id, candles[half:three_quarters], half)
 
@@ -124,6 +133,8 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
         readies = _ready_count(worker_log)
         with _worker(fresh_kafka, worker_log, intake) as worker:
             _wait_for(lambda: _ready_count(worker_log) > readies, "the new worker to be ready")
+            restored = 1 if intake == "batch" else 0
+            assert f"{restored} runs taken up from snapshots" in worker_log.read_text()
             signals_at_ready = _count(kafka, topics.SIGNALS, run_id)
             _publish_candles(kafka, run_id, candles[three_quarters:], three_quarters)
             end = MarketDataCompleted(
