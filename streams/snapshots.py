@@ -7,9 +7,9 @@ run's first candle instead. It only saves the time.
 One file per snapshot, ``<root>/<run id>/<candles, 12 digits>.snap``: a JSON header line
 (schema version, run, topic, partition, the offset of the next candle, the candles folded,
 the code version, the payload's sha256), then the payload (``export_state``). Files are
-written to a temporary name, fsynced and renamed, so a crash leaves a whole snapshot or
-none. A snapshot of another schema or code version, or whose payload does not match its
-hash, is passed over.
+written to a temporary name and renamed, without fsync: a snapshot is a cache, and one a
+crash tore does not match its hash. A snapshot of another schema or code version, or whose
+payload does not match its hash, is passed over.
 """
 
 from __future__ import annotations
@@ -60,16 +60,9 @@ class SnapshotStore:
         }
         path = directory / f"{snapshot.candles:012d}.snap"
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(orjson.dumps(header) + b"\n" + snapshot.payload)
-            handle.flush()
-            os.fsync(handle.fileno())
+        # Not fsynced: a snapshot is a cache, and one a crash tore is caught by its hash.
+        tmp.write_bytes(orjson.dumps(header) + b"\n" + snapshot.payload)
         os.replace(tmp, path)
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
         return path
 
     def read(self, path: Path) -> Snapshot | None:
