@@ -23,7 +23,7 @@ import functools
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -244,7 +244,7 @@ def replay_market_data(
         log,
         state,
         metadata,
-        metadata,
+        _as_run(metadata, original, new_run),
         new_run,
         partition,
         range(from_offset, to_offset + 1),
@@ -447,7 +447,8 @@ def _run_batches(
         while chunk := list(itertools.islice(records, REPLAY_BATCH)):
             ours = [record for record in chunk if record.key == run_id]
             if ours:
-                yield [r.offset for r in ours], _decode_many(ours)
+                numbers = [r.offset for r in ours]
+                yield numbers, _decode_many(numbers, [r.value for r in ours])
         return
     offsets: list[int] = []
     values: list[bytes] = []
@@ -457,13 +458,20 @@ def _run_batches(
         offsets.extend(range(first, first + len(stored)))
         values.extend(stored)
         if len(values) >= REPLAY_BATCH:
-            yield offsets, _decode_values(offsets, values)
+            yield offsets, _decode_many(offsets, values)
             offsets, values = [], []
     if values:
-        yield offsets, _decode_values(offsets, values)
+        yield offsets, _decode_many(offsets, values)
 
 
-def _decode_values(offsets: list[int], values: list[bytes]) -> list[Any]:
+def _candle(event: Any) -> Candle:
+    """The candle of a market_data event (model or view)."""
+    return candle_of(event, _interval_ms(event.interval))
+
+
+def _decode_many(offsets: list[int], values: list[bytes]) -> list[Any]:
+    """The events of market_data ``values``: views in one call where possible, else one
+    by one (a value no model accepts is named by its offset)."""
     views = decode_views(values)
     if views is not None:
         return views
@@ -473,17 +481,7 @@ def _decode_values(offsets: list[int], values: list[bytes]) -> list[Any]:
     ]
 
 
-def _candle(event: Any) -> Candle:
-    """The candle of a market_data event (model or view)."""
-    return candle_of(event, _interval_ms(event.interval))
-
-
-def _decode_many(records: list[Record]) -> list[Any]:
-    """The events of ``records``: views in one call where possible, else one by one."""
-    views = decode_views([record.value for record in records])
-    if views is not None:
-        return views
-    return [_decode(record) for record in records]
+EventT = TypeVar("EventT", bound=Event)
 
 
 @functools.cache
@@ -496,26 +494,9 @@ def _relabel(events: list[Event], original: str, new_run: str) -> list[Event]:
     return [_as_run(event, original, new_run) for event in events]
 
 
-def _as_run(event: Event, run_from: str, run_to: str) -> Event:
-    data = _swap_run(event.model_dump(), run_from, run_to)
-    return type(event).model_validate(data)
-
-
-def _swap_run(data: dict[str, Any], run_from: str, run_to: str) -> dict[str, Any]:
-    """``data`` with every id derived from ``run_from`` derived from ``run_to`` instead
-    (``<run>:<type>:<sequence>`` event ids, ``SIM_<run>_<n>`` order ids)."""
-    swapped = dict(data)
-    if swapped.get("run_id") == run_from:
-        swapped["run_id"] = run_to
-    for key in ("event_id", "causation_id"):
-        value = swapped.get(key)
-        if isinstance(value, str) and value.startswith(run_from + ":"):
-            swapped[key] = run_to + value[len(run_from) :]
-    order_prefix = order_id_for(run_from, 0)[:-6]  # "SIM_<run>_"
-    value = swapped.get("order_id")
-    if isinstance(value, str) and value.startswith(order_prefix):
-        swapped["order_id"] = order_id_for(run_to, 0)[:-6] + value[len(order_prefix) :]
-    return swapped
+def _as_run(event: EventT, run_from: str, run_to: str) -> EventT:
+    """``event`` as run ``run_to`` would have written it (see ``_relabelled``)."""
+    return type(event).model_validate_json(_relabelled(run_from, run_to)(encode(event)))
 
 
 class _Original(NamedTuple):
@@ -660,7 +641,7 @@ class _Comparer:
         found = self._take(event_type)
         if self._as_original(raw) == found.raw:
             return
-        replayed = _swap_run(event.model_dump(mode="json"), self._replay, self._original)
+        replayed = decode(self._as_original(raw)).model_dump(mode="json")
         if decode(found.raw).model_dump(mode="json") != replayed:
             self._diverged(topic, found.offset, found.event, event)
 

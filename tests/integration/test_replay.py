@@ -231,13 +231,24 @@ def test_the_replay_is_a_run_of_its_own_in_the_read_models(
             candles = conn.execute(
                 select(tables.candles.c.run_id).where(tables.candles.c.run_id == "my-replay")
             ).all()
-            status = conn.execute(
-                select(tables.runs.c.status).where(tables.runs.c.run_id == "my-replay")
-            ).scalar_one()
+            status, strategy = conn.execute(
+                select(tables.runs.c.status, tables.runs.c.strategy_id).where(
+                    tables.runs.c.run_id == "my-replay"
+                )
+            ).one()
     finally:
         engine.dispose()
     assert len(candles) == 1000
-    assert status == "COMPLETED"
+    assert (status, strategy) == ("COMPLETED", "sma_cross")  # its own metadata, projected
+    with EmbeddedLog(Path(data_dir[1]) / "log") as log:
+        metadata = [
+            decode(r.value)
+            for p in range(log.partitions(topics.RUNS))
+            for r in log.read(topics.RUNS, p)
+            if b'"type":"run_metadata"' in r.value
+        ]
+    assert sorted(m.run_id for m in metadata) == sorted({m.run_id for m in metadata})
+    assert "my-replay" in {m.run_id for m in metadata}
     assert main([*data_dir, "replay", "--topic", "market_data", *arguments]) == 2
     assert "already in the log" in capsys.readouterr().err
 
