@@ -23,7 +23,7 @@ from typing import Any
 from domain.events import (
     Alert,
     BacktestRunMetadata,
-    Candle,
+    Bar,
     Event,
     PortfolioSnapshot,
     PositionState,
@@ -185,7 +185,7 @@ class PaperTradingPipeline:
             self._snapshot(metadata.timestamp, metadata.event_id),
         ]
 
-    def on_candle(self, candle: Candle) -> list[Event]:
+    def on_candle(self, candle: Bar) -> list[Event]:
         """Run one candle through every stage; return the events it caused, in order.
 
         The candle's own ``market_data`` event has sequence ``self.candles`` before the call.
@@ -280,7 +280,7 @@ class PaperTradingPipeline:
 
     def _decide(
         self,
-        candle: Candle,
+        candle: Bar,
         direction: Any,
         reason: str,
         strength: float | None,
@@ -360,7 +360,7 @@ class PaperTradingPipeline:
             config=self.risk.config,
         )
 
-    def _fill(self, pending: _Pending, candle: Candle, out: list[Event]) -> None:
+    def _fill(self, pending: _Pending, candle: Bar, out: list[Event]) -> None:
         order = pending.order
         portfolio = self.portfolio
         held = portfolio.quantity(order.symbol)

@@ -6,7 +6,8 @@ values, validated, not pydantic models. For every event type whose fields are al
 with the same fields, defaults and bounds is derived from the model, here, so the two
 never drift apart.
 
-The views accept a subset of what the models accept, never more: msgspec is strict
+The views accept a subset of what the models accept, never more, and events of the
+current schema version only: msgspec is strict
 (no ``"1"`` for an int, no ``1.0`` for an int, no ``1`` for a bool), forbids unknown fields
 as the models do, and checks the same bounds. Whatever it refuses is handed to the models,
 which accept it (lax JSON coercion, upcasting of an old schema version) or name the reason.
@@ -23,7 +24,8 @@ import annotated_types
 import msgspec
 from pydantic.fields import FieldInfo
 
-from domain.events import EVENT_TYPES, Event
+from domain.events import EVENT_TYPES, SCHEMA_VERSION, Event
+from domain.events.market import cached_interval_ms
 
 _PLAIN = (str, int, float, bool, type(None))
 _BOUNDS = {
@@ -56,7 +58,7 @@ def _bounded(annotation: Any, meta: msgspec.Meta) -> Any:
 
 
 def _field(name: str, info: FieldInfo) -> tuple[str, Any, Any] | None:
-    annotation = info.annotation
+    annotation: Any = info.annotation
     if not _plain(annotation) or info.default_factory is not None:
         return None
     bounds: dict[str, Any] = {}
@@ -70,8 +72,23 @@ def _field(name: str, info: FieldInfo) -> tuple[str, Any, Any] | None:
         bounds = {"ge": -(2**63), "le": 2**63 - 1, **bounds}
     if bounds:
         annotation = _bounded(annotation, msgspec.Meta(**bounds))
+    if name == "schema_version":
+        # A view is of the current version only: an older event goes to its model, which
+        # upcasts it. Checked while decoding, so a batch needs no second pass.
+        annotation = Literal[SCHEMA_VERSION]
     default = msgspec.NODEFAULT if info.is_required() else info.default
     return name, annotation, default
+
+
+def _interval_ms(view: Any) -> int:
+    return cached_interval_ms(view.interval)
+
+
+# Read-only properties a model has beside its fields, which its view has too: a
+# market_data view is a ``domain.events.market.Bar`` the engine can fold as it is.
+_PROPERTIES: Mapping[str, Mapping[str, property]] = {
+    "market_data": {"interval_ms": property(_interval_ms)},
+}
 
 
 def view_of(model: type[Event]) -> type[msgspec.Struct] | None:
@@ -100,7 +117,7 @@ def view_of(model: type[Event]) -> type[msgspec.Struct] | None:
         # The wire's "type" selects the view (and must match it); ``view.type`` reads it.
         tag_field="type",
         tag=name,
-        namespace={"type": name},
+        namespace={"type": name, **_PROPERTIES.get(name, {})},
     )
 
 

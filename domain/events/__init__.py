@@ -4,6 +4,7 @@ from domain.events.alerts import Alert
 from domain.events.envelope import SCHEMA_VERSION, Event, Sequencer, event_id_for
 from domain.events.execution import SimulatedOrder, SimulatedTrade
 from domain.events.market import (
+    Bar,
     Candle,
     DeadLetter,
     MarketDataCompleted,
@@ -22,6 +23,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Alert",
     "BacktestRunMetadata",
+    "Bar",
     "Candle",
     "DataSource",
     "DeadLetter",

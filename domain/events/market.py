@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+import functools
+from typing import Any, Literal, NamedTuple, Protocol
 
 from domain.events.envelope import Event
 
@@ -21,6 +22,29 @@ class Candle(NamedTuple):
     interval_ms: int
 
 
+class Bar(Protocol):
+    """What the engine reads of a candle: a ``Candle``, or a decoded market_data event
+    (its model or its view, see ``streams.event_views``), so a replay can fold what it
+    decodes without building a candle of each."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def open(self) -> float: ...
+    @property
+    def high(self) -> float: ...
+    @property
+    def low(self) -> float: ...
+    @property
+    def close(self) -> float: ...
+    @property
+    def volume(self) -> float: ...
+    @property
+    def interval_ms(self) -> int: ...
+
+
 class MarketDataEvent(Event):
     type: Literal["market_data"] = "market_data"
     symbol: str
@@ -33,6 +57,10 @@ class MarketDataEvent(Event):
 
     def to_candle(self, interval_ms: int) -> Candle:
         return candle_of(self, interval_ms)
+
+    @property
+    def interval_ms(self) -> int:
+        return cached_interval_ms(self.interval)
 
 
 def candle_of(event: Any, step_ms: int) -> Candle:
@@ -79,3 +107,9 @@ def interval_ms(interval: str) -> int:
         if number != interval and number.isdigit() and int(number) > 0:
             return int(number) * _UNITS_MS[unit]
     raise ValueError(f"not an interval: {interval!r} (e.g. 1m, 30m, 4h, 1d)")
+
+
+@functools.cache
+def cached_interval_ms(interval: str) -> int:
+    """``interval_ms`` of the few interval names a log holds, each worked out once."""
+    return interval_ms(interval)

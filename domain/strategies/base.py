@@ -10,7 +10,7 @@ from typing import ClassVar, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from domain.events.market import Candle
+from domain.events.market import Bar
 from domain.events.signals import Direction
 
 
@@ -29,6 +29,6 @@ class StrategyParams(BaseModel):
 class Strategy(Protocol):
     strategy_id: ClassVar[str]
 
-    def on_candle(self, candle: Candle) -> SignalIntent | None:
+    def on_candle(self, candle: Bar) -> SignalIntent | None:
         """Consume the next candle of this strategy's symbol; O(1) work."""
         ...

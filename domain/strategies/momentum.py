@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from domain.events.market import Candle
+from domain.events.market import Bar
 from domain.strategies.base import SignalIntent, StrategyParams
 from domain.strategies.indicators import RollingExtreme
 
@@ -34,7 +34,7 @@ class MomentumV1:
         self._exit_lowest = RollingExtreme(params.exit_lookback, maximum=False)
         self._last: str | None = None
 
-    def on_candle(self, candle: Candle) -> SignalIntent | None:
+    def on_candle(self, candle: Bar) -> SignalIntent | None:
         # Channels of the *previous* candles: read before this candle updates them.
         highest = self._highest.value
         lowest = self._lowest.value

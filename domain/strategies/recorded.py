@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from domain.events.market import Candle
+from domain.events.market import Bar
 from domain.strategies.base import SignalIntent
 
 
@@ -23,5 +23,5 @@ class RecordedSignals:
     def __init__(self, intents: Mapping[tuple[str, int], SignalIntent]) -> None:
         self._intents = intents
 
-    def on_candle(self, candle: Candle) -> SignalIntent | None:
+    def on_candle(self, candle: Bar) -> SignalIntent | None:
         return self._intents.get((candle.symbol, candle.timestamp + candle.interval_ms))

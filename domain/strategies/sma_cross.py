@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field, model_validator
 
-from domain.events.market import Candle
+from domain.events.market import Bar
 from domain.strategies.base import SignalIntent, StrategyParams
 
 
@@ -47,7 +47,7 @@ class SmaCross:
         self._sum_slow = 0.0
         self._prev_side: int | None = None  # sign of fast - slow on the previous candle
 
-    def on_candle(self, candle: Candle) -> SignalIntent | None:
+    def on_candle(self, candle: Bar) -> SignalIntent | None:
         fast_len, slow_len = self.params.fast, self.params.slow
         ring = self._ring
         i = self._count
