@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from domain.events import Candle, Event
 from streams import topics
-from streams.codec import encode, encode_candle_fields
+from streams.codec import encode, encode_candle_fields, relabeller
 from streams.digest import TopicDigest
 from streams.embedded_log import EmbeddedLog, LogError
 
@@ -98,6 +98,22 @@ class MarketDataPublisher:
             # Columns of plain values pickle in C; named tuples would cost a Python call each.
             columns = tuple(zip(*candles, strict=True))
             self._conn.send_bytes(pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL))
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            raise LogError(self._failure("the market data publisher stopped")) from None
+
+    def publish_copies(self, timestamps: list[int], values: list[bytes], run_from: str) -> None:
+        """Append ``values``, market_data events of run ``run_from`` (their timestamps
+        given), as this publisher's run: a replay's copies of the candles it replays.
+        They are relabelled in the child; the sequences are the originals'."""
+        if self._sink_process is not None:
+            raise ValueError("copied candles are not handed to a sink")
+        if not values:
+            return
+        try:
+            self._conn.send_bytes(
+                b"C"
+                + pickle.dumps((run_from, timestamps, values), protocol=pickle.HIGHEST_PROTOCOL)
+            )
         except (BrokenPipeError, ConnectionResetError, EOFError):
             raise LogError(self._failure("the market data publisher stopped")) from None
 
@@ -195,6 +211,13 @@ def _serve(
                 if trailer:
                     log.append(topics.MARKET_DATA, run_id, trailer)
                 digest.update([value for _, value in trailer])
+                continue
+            if data[:1] == b"C":  # another run's candles, to append as this run's
+                run_from, stamps, originals = pickle.loads(data[1:])
+                copies = relabeller(run_from, run_id)(b"\n".join(originals)).split(b"\n")
+                log.append(topics.MARKET_DATA, run_id, list(zip(stamps, copies, strict=True)))
+                sequence += len(copies)
+                digest.update(copies)
                 continue
             columns = pickle.loads(data)
             if not columns:

@@ -19,9 +19,8 @@ is closed with a ``run_completed`` of its own, which is not compared.
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
@@ -29,14 +28,10 @@ import msgspec
 
 from domain.events import (
     BacktestRunMetadata,
-    Candle,
     Event,
     MarketDataEvent,
     StrategySignal,
-    candle_of,
-    interval_ms,
 )
-from domain.execution import order_id_for
 from domain.pipeline import PaperTradingPipeline
 from domain.risk import RiskConfig, RiskEngine
 from domain.run_config import BacktestConfig, run_metadata_event
@@ -50,7 +45,7 @@ from streams.codec import (
     decode_view,
     decode_views,
     encode,
-    encode_market_data,
+    relabeller,
 )
 from streams.embedded_log import EmbeddedLog
 from streams.log_port import EventLog, Record
@@ -180,10 +175,11 @@ def _state_before(
         begin_events = pipeline.begin(metadata)
         refold_from = run_start
     refolded = 0
-    for _offsets, events in _run_batches(log, partition, refold_from, run_start + candle, original):
+    batches = _run_batches(log, partition, refold_from, run_start + candle, original)
+    for _offsets, _values, events in batches:
         for event in events:
             if event.type == "market_data":
-                pipeline.on_candle(_candle(event))
+                pipeline.on_candle(event)
                 refolded += 1
     if pipeline.candles != candle:
         raise ReplayError(
@@ -357,52 +353,58 @@ def _replay(
     publisher = None
     if isinstance(log, EmbeddedLog) and can_fork():
         publisher = MarketDataPublisher(log.root, new_run, first_sequence=first_candle)
-    candles = candles_before = 0
+    candles = 0
     ended = stopped = False
     last_candle_ts: int | None = None
     boundary_ts: int | None = None
     batches = _run_batches(log, partition, offsets.start, offsets.stop, original)
+    on_candle = pipeline.on_candle
+    as_new_run = relabeller(original, new_run)
     try:
-        for record_offsets, decoded in batches:
-            copies: list[Candle] = []
+        for record_offsets, values, decoded in batches:
             events: list[Event] = []
-            for offset, event in zip(record_offsets, decoded, strict=True):
-                if event.type == "market_data":
-                    if (
-                        stop_after is not None
-                        and event.sequence > stop_after + 1
-                        and not pipeline.has_pending_orders
-                    ):
-                        stopped = True
-                        break
-                    candle = _candle(event)
-                    copies.append(candle)
-                    events.extend(pipeline.on_candle(candle))
-                    candles += 1
-                    last_candle_ts = candle.timestamp
-                    if stop_after is not None and event.sequence == stop_after + 1:
-                        # The candle that fills the range's last orders: its events are compared
-                        # whatever the rules (a fill the replay does not make is a trade removed).
-                        boundary_ts = candle.timestamp + 1
-                elif event.type == "market_data_completed":
-                    events.extend(pipeline.finish(event.dead_letters))
-                    ended = True
-                    break
-                else:
-                    raise ReplayError(f"market_data offset {offset} holds a {event.type}")
-            if publisher is not None:
-                publisher.publish(copies)
+            if stop_after is None and _all_candles(decoded):
+                # The common case, kept lean: every record a candle, folded as decoded.
+                for out in map(on_candle, decoded):
+                    if out:
+                        events.extend(out)
+                taken = len(decoded)
+                candles += taken
+                last_candle_ts = decoded[-1].timestamp
             else:
-                writer.market_data_records(
-                    [
-                        (
-                            c.timestamp,
-                            encode_market_data(new_run, first_candle + candles_before + i, c),
-                        )
-                        for i, c in enumerate(copies)
-                    ]
-                )
-            candles_before = candles
+                taken = 0
+                for offset, event in zip(record_offsets, decoded, strict=True):
+                    if event.type == "market_data":
+                        if (
+                            stop_after is not None
+                            and event.sequence > stop_after + 1
+                            and not pipeline.has_pending_orders
+                        ):
+                            stopped = True
+                            break
+                        events.extend(on_candle(event))
+                        candles += 1
+                        taken += 1
+                        last_candle_ts = event.timestamp
+                        if stop_after is not None and event.sequence == stop_after + 1:
+                            # The candle that fills the range's last orders: its events are
+                            # compared whatever the rules (a fill the replay does not make is
+                            # a trade removed).
+                            boundary_ts = event.timestamp + 1
+                    elif event.type == "market_data_completed":
+                        events.extend(pipeline.finish(event.dead_letters))
+                        ended = True
+                        break
+                    else:
+                        raise ReplayError(f"market_data offset {offset} holds a {event.type}")
+            # The copies are the original candles' bytes under the replay's run id: the
+            # very records a backtest of these candles under that id would write.
+            stamps = [event.timestamp for event in decoded[:taken]]
+            if publisher is not None:
+                publisher.publish_copies(stamps, values[:taken], original)
+            elif taken:
+                copies = as_new_run(b"\n".join(values[:taken])).split(b"\n")
+                writer.market_data_records(list(zip(stamps, copies, strict=True)))
             encoded = [(event, encode(event)) for event in events]
             writer.publish_encoded(encoded)
             writer.flush_if_large()
@@ -437,10 +439,11 @@ def _replay(
 
 def _run_batches(
     log: EventLog, partition: int, start: int, stop: int, run_id: str
-) -> Iterator[tuple[list[int], list[Any]]]:
-    """The offsets and events of ``run_id``'s market_data records in ``start <= offset <
-    stop``, about ``REPLAY_BATCH`` at a time (a log that stores batches gives their values
-    without a record each)."""
+) -> Iterator[tuple[list[int], list[bytes], list[Any]]]:
+    """The offsets, values and events of ``run_id``'s market_data records in ``start <=
+    offset < stop``, about ``REPLAY_BATCH`` at a time (a log that stores batches gives
+    their values without a record each). A market_data event is decoded as a
+    ``domain.events.Bar`` the engine folds as it is."""
     read_values = getattr(log, "read_values", None)
     if read_values is None:
         records = iter(log.read(topics.MARKET_DATA, partition, start, stop))
@@ -448,7 +451,8 @@ def _run_batches(
             ours = [record for record in chunk if record.key == run_id]
             if ours:
                 numbers = [r.offset for r in ours]
-                yield numbers, _decode_many(numbers, [r.value for r in ours])
+                raw = [r.value for r in ours]
+                yield numbers, raw, _decode_many(numbers, raw)
         return
     offsets: list[int] = []
     values: list[bytes] = []
@@ -458,15 +462,14 @@ def _run_batches(
         offsets.extend(range(first, first + len(stored)))
         values.extend(stored)
         if len(values) >= REPLAY_BATCH:
-            yield offsets, _decode_many(offsets, values)
+            yield offsets, values, _decode_many(offsets, values)
             offsets, values = [], []
     if values:
-        yield offsets, _decode_many(offsets, values)
+        yield offsets, values, _decode_many(offsets, values)
 
 
-def _candle(event: Any) -> Candle:
-    """The candle of a market_data event (model or view)."""
-    return candle_of(event, _interval_ms(event.interval))
+def _all_candles(events: list[Any]) -> bool:
+    return bool(events) and {event.type for event in events} == {"market_data"}
 
 
 def _decode_many(offsets: list[int], values: list[bytes]) -> list[Any]:
@@ -484,19 +487,14 @@ def _decode_many(offsets: list[int], values: list[bytes]) -> list[Any]:
 EventT = TypeVar("EventT", bound=Event)
 
 
-@functools.cache
-def _interval_ms(interval: str) -> int:
-    return interval_ms(interval)
-
-
 def _relabel(events: list[Event], original: str, new_run: str) -> list[Event]:
     """Events the pipeline made for the original run, as the replay's run would have."""
     return [_as_run(event, original, new_run) for event in events]
 
 
 def _as_run(event: EventT, run_from: str, run_to: str) -> EventT:
-    """``event`` as run ``run_to`` would have written it (see ``_relabelled``)."""
-    return type(event).model_validate_json(_relabelled(run_from, run_to)(encode(event)))
+    """``event`` as run ``run_to`` would have written it (see ``codec.relabeller``)."""
+    return type(event).model_validate_json(relabeller(run_from, run_to)(encode(event)))
 
 
 class _Original(NamedTuple):
@@ -510,43 +508,40 @@ def _original_stream(
 ) -> Iterator[_Original]:
     """The original run's events of one type from sequence ``first`` on, with offsets;
     read from the first record at or after time ``since`` (no event of the range is older
-    than the range's first candle)."""
+    than the range's first candle), a stored batch at a time where the log allows."""
     topic = topics.TOPIC_OF_EVENT[event_type]
     if topic not in log.topic_names():
         return
     marker = b'"type":"' + event_type.encode() + b'"'
     partition = topics.partition_for(run_id, log.partitions(topic))
     start = 0 if since is None else log.offset_for_time(topic, partition, since)
-    for record in log.read(topic, partition, start):
-        if record.key != run_id or marker not in record.value:
+    read_values = getattr(log, "read_values", None)
+    chunks: Iterator[tuple[str, int, list[bytes]]]
+    if read_values is None:
+        chunks = ((r.key, r.offset, [r.value]) for r in log.read(topic, partition, start))
+    else:
+        chunks = read_values(topic, partition, start)
+    for key, first_offset, values in chunks:
+        if key != run_id:
             continue
-        event = decode_view(record.value)
-        if event.type == event_type and event.sequence >= first:
-            yield _Original(record.offset, event, record.value)
-
-
-def _relabelled(run_from: str, run_to: str) -> Callable[[bytes], bytes]:
-    """Canonical event bytes of run ``run_from`` as run ``run_to`` would have written them:
-    its id where it stands as the run, as the head of an event id and inside an order id."""
-    pairs = [
-        (f'"run_id":"{run_from}"', f'"run_id":"{run_to}"'),
-        (f'"{run_from}:', f'"{run_to}:'),
-        (f'"{order_id_for(run_from, 0)[:-6]}', f'"{order_id_for(run_to, 0)[:-6]}'),
-    ]
-    encoded = [(old.encode(), new.encode()) for old, new in pairs]
-
-    def relabel(raw: bytes) -> bytes:
-        for old, new in encoded:
-            raw = raw.replace(old, new)
-        return raw
-
-    return relabel
+        picked = [(at, raw) for at, raw in enumerate(values, first_offset) if marker in raw]
+        if not picked:
+            continue
+        raws = [raw for _, raw in picked]
+        events = decode_views(raws) or [decode_view(raw) for raw in raws]
+        for (offset, raw), event in zip(picked, events, strict=True):
+            if event.type == event_type and event.sequence >= first:
+                yield _Original(offset, event, raw)
 
 
 def _as_json(event: Any) -> dict[str, Any]:
     if isinstance(event, Event):
         return event.model_dump(mode="json")
     return {"type": event.type, **msgspec.structs.asdict(event)}
+
+
+# The event types the comparison's summary reads (fills, equity, drawdown).
+_SUMMARISED = frozenset({"order_result", "portfolio_snapshot", "run_completed"})
 
 
 class _Comparer:
@@ -569,7 +564,7 @@ class _Comparer:
         self._log = log
         self._original = original
         self._replay = replay
-        self._as_original = _relabelled(replay, original)
+        self._as_original = relabeller(replay, original)
         self._first = first
         self._streams: dict[str, Iterator[_Original]] = {}
         self._peeked: dict[str, _Original | None] = {}
@@ -591,7 +586,8 @@ class _Comparer:
         taken = self._peeked[event_type]
         assert taken is not None
         self._peeked[event_type] = next(self._streams[event_type], None)
-        self._seen(0, taken.event)
+        if event_type in _SUMMARISED:
+            self._seen(0, taken.event)
         return taken
 
     def _seen(self, side: int, event: Any) -> None:
@@ -620,11 +616,26 @@ class _Comparer:
             )
 
     def add_all(self, events: Sequence[tuple[Event, bytes]]) -> None:
-        for event, raw in events:
-            self.add(event, raw)
+        """``events`` of the replay with their bytes as written (``codec.encode``)."""
+        if not events:
+            return
+        # Relabelled in one pass: encoded JSON holds no newline of its own.
+        as_original = self._as_original(b"\n".join(raw for _, raw in events)).split(b"\n")
+        peeked = self._peeked
+        for (event, _), raw in zip(events, as_original, strict=True):
+            event_type = event.type
+            ahead = peeked[event_type] if event_type in peeked else self._peek(event_type)
+            if ahead is not None and ahead.raw == raw and ahead.event.sequence == event.sequence:
+                # The same bytes: the same event (the common case, kept lean).
+                self.comparison.events += 1
+                self._take(event_type)
+                if event_type in _SUMMARISED:
+                    self._seen(1, event)
+            else:
+                self._add(event, raw)
 
-    def add(self, event: Event, raw: bytes) -> None:
-        """``event`` of the replay, and its bytes as written (``codec.encode``)."""
+    def _add(self, event: Event, as_original: bytes) -> None:
+        """``event`` of the replay, and its bytes as the original run would hold them."""
         self.comparison.events += 1
         self._seen(1, event)
         event_type = event.type
@@ -639,9 +650,10 @@ class _Comparer:
             self._diverged(topic, None, None, event)
             return
         found = self._take(event_type)
-        if self._as_original(raw) == found.raw:
+        if as_original == found.raw:
             return
-        replayed = decode(self._as_original(raw)).model_dump(mode="json")
+        # Different bytes; the models decide (an original of an older schema version).
+        replayed = decode(as_original).model_dump(mode="json")
         if decode(found.raw).model_dump(mode="json") != replayed:
             self._diverged(topic, found.offset, found.event, event)
 
