@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cdb.cli import main
-from domain.events import Event
+from domain.events import Event, MarketDataEvent
 from domain.run_config import BacktestConfig
 from streams import topics
 from streams.backtest import BacktestOutcome, code_version, run_backtest
-from streams.codec import decode
+from streams.codec import decode, encode_market_data
 from streams.csv_source import CsvCandleSource
 from streams.embedded_log import EmbeddedLog
 from streams.replay import (
@@ -111,6 +111,26 @@ def test_replaying_any_range_reproduces_the_originals_output_for_it(
     assert outcome.candles == min(last, run.candles - 1) - first + 1
     nearest = run.snapshots.nearest(run.outcome.run_id, first, code_version())
     assert outcome.restored_from == (nearest.candles if nearest is not None else None)
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["copies-by-child", "copies-in-process"])
+def test_the_candle_copies_are_what_a_backtest_under_the_replays_id_writes(
+    run: Run, forked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not forked:
+        monkeypatch.setattr("streams.replay.can_fork", lambda: False)
+    outcome = replay_market_data(run.log, run.snapshots, 0, 3_000, 3_999)
+    assert outcome.comparison.identical, outcome.comparison.first_divergence
+    originals = {
+        r.offset: decode(r.value) for r in run.log.read(topics.MARKET_DATA, 0, 3_000, 4_000)
+    }
+    copies = [r for r in run.log.read(topics.MARKET_DATA, 0) if r.key == outcome.run_id]
+    assert len(copies) == 1_000
+    for copy, (_, original) in zip(copies, sorted(originals.items()), strict=True):
+        assert isinstance(original, MarketDataEvent)
+        candle = original.to_candle(original.interval_ms)
+        assert copy.value == encode_market_data(outcome.run_id, original.sequence, candle)
+        assert copy.timestamp == original.timestamp
 
 
 def test_a_damaged_snapshot_is_passed_over(run: Run, tmp_path: Path) -> None:
