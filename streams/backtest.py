@@ -30,7 +30,7 @@ from domain.strategies import strategy_params
 from streams import topics
 from streams.codec import encode, encode_market_data
 from streams.collector import collector_paused
-from streams.csv_source import BadRow, CsvCandleSource, merged_candles
+from streams.csv_source import BadRow, CandleSource, merged_candles
 from streams.digest import TopicDigest, combine
 from streams.embedded_log import EmbeddedLog
 from streams.log_port import EventLog
@@ -102,7 +102,7 @@ def choose_run_id(log: EventLog, wanted: str | None, derived: str) -> str:
 
 
 def prepare_run(
-    config: BacktestConfig, sources: Sequence[CsvCandleSource], log: EventLog, run_id: str | None
+    config: BacktestConfig, sources: Sequence[CandleSource], log: EventLog, run_id: str | None
 ) -> BacktestRunMetadata:
     """Validate, create the topics, choose the run id: the run's metadata event."""
     params = strategy_params(config.strategy_id, config.strategy_params)
@@ -171,7 +171,7 @@ class Ingest:
 
 def run_backtest(
     config: BacktestConfig,
-    sources: Sequence[CsvCandleSource],
+    sources: Sequence[CandleSource],
     log: EventLog,
     run_id: str | None = None,
     on_progress: Callable[[int], None] | None = None,

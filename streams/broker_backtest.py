@@ -17,14 +17,14 @@ from collections.abc import Callable, Sequence
 from domain.events import BacktestRunMetadata, Candle, RunCompleted
 from streams import topics
 from streams.backtest import BATCH, BacktestOutcome, Ingest, RunWriter
-from streams.csv_source import CsvCandleSource, merged_candles
+from streams.csv_source import CandleSource, merged_candles
 from streams.engine import EngineProcessor
 from streams.log_port import EventLog, LogError
 
 
 def publish_input(
     metadata: BacktestRunMetadata,
-    sources: Sequence[CsvCandleSource],
+    sources: Sequence[CandleSource],
     log: EventLog,
     writer: RunWriter | None = None,
     on_progress: Callable[[int], None] | None = None,
@@ -58,7 +58,7 @@ def publish_input(
 
 def run_through_broker(
     metadata: BacktestRunMetadata,
-    sources: Sequence[CsvCandleSource],
+    sources: Sequence[CandleSource],
     log: EventLog,
     on_progress: Callable[[int], None] | None = None,
 ) -> BacktestOutcome:

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from domain.events import Candle
 
@@ -53,6 +54,24 @@ class BadRow:
 
 
 DeadLetterSink = Callable[[BadRow], None]
+
+
+class CandleSource(Protocol):
+    """One symbol's candles in time order, described well enough to name the run they
+    drive: a CSV file (``CsvCandleSource``) or a generated feed (``streams.mock_feed``)."""
+
+    symbol: str
+    name: str
+    sha256: str
+    interval: str
+    interval_ms: int
+    first_timestamp: int
+
+    def candles(
+        self,
+        on_dead_letter: DeadLetterSink,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> Iterator[Candle]: ...
 
 
 def infer_symbol(path: Path) -> str:
@@ -204,7 +223,7 @@ class CsvCandleSource:
 
 
 def merged_candles(
-    sources: Sequence[CsvCandleSource],
+    sources: Sequence[CandleSource],
     on_dead_letter: DeadLetterSink,
     on_progress: Callable[[int], None] | None = None,
 ) -> Iterator[Candle]:
