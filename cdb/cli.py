@@ -12,7 +12,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,42 +19,32 @@ import orjson
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import OperationalError
 
-from cdb import bootstrap
+from cdb import bootstrap, live_commands
+from cdb.common import EXIT_USAGE, UsageError, add_run_arguments, run_config_of
+from cdb.common import Parser as _Parser
+from cdb.common import fmt as _fmt
+from cdb.common import fmt_time as _fmt_time
+from cdb.common import settings_of as _settings
+from cdb.common import time_arg as _time_arg
 from cdb.risk_file import RiskConfigError, load_risk_config
-from domain.execution import CostModel
-from domain.risk import RiskConfig
-from domain.run_config import BacktestConfig
-from domain.strategies import STRATEGIES, StrategyConfigError
+from domain.strategies import StrategyConfigError
 from projections import tables
 from projections.candle_sink import CandleSink
 from projections.digest import projection_digest
 from projections.projector import ProjectionError, catch_up, projector_name
 from projections.rebuild import rebuild
 from projections.report import render_report
-from projections.store import StoreError, normalise_store_url, upgrade
+from projections.store import normalise_store_url, upgrade
 from streams.backtest import BacktestOutcome, RunIdError, run_backtest
-from streams.csv_source import CsvCandleSource, DataSourceError, parse_data_spec
+from streams.csv_source import CandleSource, CsvCandleSource, DataSourceError
 from streams.digest import log_digest
 from streams.embedded_log import EmbeddedLog
 from streams.log_port import EventLog, LogError, describe
+from streams.observability import EXECUTION_PORT, SIGNAL_PORT, Health, Metrics
 from streams.replay import ReplayError, ReplayOutcome, replay_market_data, replay_signals
 from streams.snapshots import SNAPSHOT_EVERY
 
-EXIT_USAGE = 2
-
-
-class UsageError(ValueError):
-    """Bad input from the user: reported in one line, exit code 2."""
-
-
 # -- parser -----------------------------------------------------------------------------------
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2, as argparse does, with our prefix
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"cdb: error: {message}\n")
-        raise SystemExit(EXIT_USAGE)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,27 +79,26 @@ def _parser() -> argparse.ArgumentParser:
         "backtest", help="run a paper test over candle files", parents=[places]
     )
     bt.add_argument(
+        "--feed",
+        default="csv",
+        choices=["csv", "mock"],
+        help="candle files (default) or the generated feed `cdb paper --feed mock` trades live",
+    )
+    bt.add_argument(
         "--data",
         action="append",
-        required=True,
+        default=[],
         metavar="[SYMBOL=]FILE",
         help="CSV with header timestamp_ms,open,high,low,close,volume (repeatable)",
     )
-    bt.add_argument("--strategy", default="sma_cross", choices=sorted(STRATEGIES))
+    live_commands.add_mock_feed_arguments(bt)
+    add_run_arguments(bt)
     bt.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="strategy parameter (repeatable), e.g. fast=10",
+        "--seed",
+        type=int,
+        default=0,
+        help="recorded in the run metadata; the mock feed's seed (default 0)",
     )
-    bt.add_argument("--risk-config", type=Path, metavar="FILE", help="RiskConfig (TOML or JSON)")
-    bt.add_argument("--cash", type=float, default=10_000.0, help="initial cash (default 10000)")
-    bt.add_argument("--fee-bps", type=float, default=10.0, help="fee in basis points (default 10)")
-    bt.add_argument(
-        "--slippage-bps", type=float, default=0.0, help="slippage in basis points (default 0)"
-    )
-    bt.add_argument("--seed", type=int, default=0, help="recorded in the run metadata")
     bt.add_argument("--run-id", help="name the run (default: derived from config and data)")
     bt.add_argument("--report", type=Path, metavar="FILE.html", help="write an HTML report")
     bt.add_argument("--json", action="store_true", help="print one JSON object")
@@ -151,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     project.add_argument("--once", action="store_true", help="catch up, then exit")
     project.add_argument("--batch-size", type=int, default=2000, help="events per transaction")
     project.add_argument("--poll", type=float, default=0.5, help="seconds between idle polls")
+    live_commands.add_service_arguments(project, EXECUTION_PORT)
 
     projections = commands.add_parser(
         "projections", help="rebuild or digest the read models", parents=[places]
@@ -183,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
         help="how records reach the engine: polled in batches (default, fastest) or through "
         "a faust agent",
     )
+    live_commands.add_service_arguments(worker, SIGNAL_PORT)
 
     replay = commands.add_parser(
         "replay",
@@ -204,6 +194,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--run-id", help="name the replay's run (default: derived)")
     replay.add_argument("--json", action="store_true", help="print one JSON object")
 
+    live_commands.add_parsers(commands, places)
+
     report = commands.add_parser("report", help="write the HTML report of a run", parents=[places])
     report.add_argument("--run-id", required=True)
     report.add_argument("--out", type=Path, required=True, metavar="FILE.html")
@@ -211,27 +203,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # -- backtest -----------------------------------------------------------------------------------
-
-
-def _settings(args: argparse.Namespace) -> bootstrap.Settings:
-    try:
-        return bootstrap.settings(
-            getattr(args, "data_dir", None),
-            getattr(args, "log", None),
-            getattr(args, "store", None),
-        )
-    except (LogError, StoreError) as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _params(pairs: Sequence[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--param {pair!r}: expected KEY=VALUE")
-        params[key.strip()] = value.strip()
-    return params
 
 
 def _progress_bar(total: int) -> Callable[[int], None] | None:
@@ -255,43 +226,19 @@ def _progress_bar(total: int) -> Callable[[int], None] | None:
     return update
 
 
-def _fmt_time(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
-
-
-def _fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}{suffix}"
-
-
 def cmd_backtest(args: argparse.Namespace) -> int:
     started = time.perf_counter()  # for the elapsed figure only; nothing decides on it
-    sources = [CsvCandleSource(*parse_data_spec(spec)) for spec in args.data]
-    symbols = [s.symbol for s in sources]
-    if len(set(symbols)) != len(symbols):
-        raise UsageError(f"two --data files for the same symbol: {', '.join(symbols)}")
+    sources = live_commands.sources_of(args)
     if args.report is not None:
         # Made before the run, so a report that cannot be written fails before any work.
         try:
             args.report.resolve().parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot write report {args.report}: {exc.strerror or exc}") from None
-    risk = load_risk_config(args.risk_config) if args.risk_config else RiskConfig()
-    try:
-        cost = CostModel(fee_bps=args.fee_bps, slippage_bps=args.slippage_bps)
-        config = BacktestConfig(
-            strategy_id=args.strategy,
-            strategy_params=_params(args.param),
-            risk=risk,
-            cost=cost,
-            initial_cash=args.cash,
-            seed=args.seed,
-        )
-    except ValueError as exc:
-        raise UsageError(_first_error(exc)) from None
+    config = run_config_of(args, args.seed)
     settings = _settings(args)
-    progress = None if args.no_progress else _progress_bar(sum(s.size for s in sources))
+    size = sum(s.size for s in sources if isinstance(s, CsvCandleSource))
+    progress = None if args.no_progress else _progress_bar(size)
     try:
         log = bootstrap.open_log(settings)
     except LogError as exc:
@@ -348,15 +295,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return f"{where}: {first['msg']}"
-    return str(exc)
-
-
 def _write_report(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
@@ -404,7 +342,7 @@ def _summary(
 
 
 def _print_summary(
-    s: dict[str, Any], run: Any, raised: Sequence[Any], sources: Sequence[CsvCandleSource]
+    s: dict[str, Any], run: Any, raised: Sequence[Any], sources: Sequence[CandleSource]
 ) -> None:
     data = ", ".join(f"{src.symbol} {src.interval} ({src.name})" for src in sources)
     win = None if s["win_rate"] is None else s["win_rate"] * 100
@@ -447,18 +385,6 @@ def _existing_log(args: argparse.Namespace) -> EventLog:
     if not bootstrap.log_exists(settings):
         raise UsageError(f"no log at {settings.log_dir}: run a backtest first")
     return bootstrap.open_log(settings)
-
-
-def _time_arg(text: str) -> int:
-    if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"not a time: {text!r} (epoch ms or ISO 8601)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -734,6 +660,11 @@ def cmd_project(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     log = _existing_log(args)
+    health, metrics = Health(), Metrics()
+    health.require("log")
+    health.require("store")
+    health.set("log", True, settings.log_location)
+    server = live_commands.serve(args, health, metrics)
     engine = None
     backoff = 0.0
     try:
@@ -742,9 +673,17 @@ def cmd_project(args: argparse.Namespace) -> int:
                 if engine is None:
                     engine = bootstrap.open_read_models(settings)
                 done = catch_up(log, engine, batch_size=args.batch_size)
+                health.set("store", True, settings.store_location)
+                for topic, n in done.by_topic.items():
+                    metrics.events_in(topic, n)
+                for (topic, partition), behind in live_commands.projection_lags(
+                    log, engine
+                ).items():
+                    metrics.lag(topic, partition, behind)
             except OperationalError as exc:
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 reason = str(exc.orig or exc).splitlines()[0]
+                health.set("store", False, reason)
                 sys.stderr.write(
                     f"cdb project: unhealthy: store unavailable ({reason}); "
                     f"retry in {backoff:g} s\n"
@@ -766,6 +705,9 @@ def cmd_project(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        health.mark_stopping()
+        if server is not None:
+            server.stop()
         if engine is not None:
             engine.dispose()
         log.close()
@@ -814,7 +756,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     with KafkaLog(address) as kafka:  # fail fast, in one line, if the broker is not there
         kafka.topic_names()
     snapshots = bootstrap.snapshot_store(settings)
-    return run_worker(address, args.loglevel, args.intake, snapshots, every)
+    health, metrics = Health(), Metrics()
+    health.require("broker")
+    health.require("consumer group")
+    server = live_commands.serve(args, health, metrics)
+    try:
+        return run_worker(address, args.loglevel, args.intake, snapshots, every, metrics, health)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -845,6 +795,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "replay": cmd_replay,
         "report": cmd_report,
         "worker": cmd_worker,
+        "paper": live_commands.cmd_paper,
+        "feed": live_commands.cmd_feed,
+        "status": live_commands.cmd_status,
     }
     try:
         return handlers[args.command](args)

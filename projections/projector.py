@@ -248,6 +248,7 @@ _ROW_MAPS_OF_TABLE: dict[str, dict[str, tuple[RowMap, ...]]] = {
 class ProjectionProgress:
     events: int = 0
     batches: int = 0
+    by_topic: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -414,6 +415,7 @@ def _catch_up(
                     write_rows(conn, rows)
                 progress.events += len(values)
                 progress.batches += 1
+                progress.by_topic[topic] = progress.by_topic.get(topic, 0) + len(values)
     return progress
 
 

@@ -9,6 +9,7 @@ redelivered candle is skipped and a missing one is an error, never a silent gap.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from domain.events import (
@@ -28,6 +29,23 @@ logger = logging.getLogger("cdb.engine")
 
 class EngineError(RuntimeError):
     pass
+
+
+class OutputFilter:
+    """Lets through only events newer than what the log already holds for their stream."""
+
+    def __init__(self, written: dict[tuple[str, str], int]) -> None:
+        self._written = written
+
+    def fresh(self, events: Iterable[Event]) -> list[Event]:
+        out = []
+        written = self._written
+        for event in events:
+            key = (event.run_id, event.type)
+            if event.sequence > written.get(key, -1):
+                written[key] = event.sequence
+                out.append(event)
+        return out
 
 
 class EngineProcessor:

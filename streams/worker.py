@@ -37,8 +37,9 @@ from domain.events import BacktestRunMetadata, Event
 from streams import topics
 from streams.backtest import code_version
 from streams.codec import decode, encode
-from streams.engine import EngineProcessor
+from streams.engine import EngineProcessor, OutputFilter
 from streams.kafka_log import KafkaLog, send_in_batches
+from streams.observability import Health, Metrics
 from streams.snapshots import SNAPSHOT_EVERY, SnapshotStore
 
 GROUP_ID = "claire-de-binare-engine"
@@ -58,23 +59,6 @@ OUTPUT_TOPICS = (
 )
 
 log = logging.getLogger("cdb.worker")
-
-
-class OutputFilter:
-    """Lets through only events newer than what the log already holds for their stream."""
-
-    def __init__(self, written: dict[tuple[str, str], int]) -> None:
-        self._written = written
-
-    def fresh(self, events: Iterable[Event]) -> list[Event]:
-        out = []
-        written = self._written
-        for event in events:
-            key = (event.run_id, event.type)
-            if event.sequence > written.get(key, -1):
-                written[key] = event.sequence
-                out.append(event)
-        return out
 
 
 def read_state(kafka: KafkaLog) -> tuple[dict[tuple[str, str], int], list[bytes], set[str]]:
@@ -198,8 +182,16 @@ class OutputPublisher:
 class EngineState:
     """What the start-up refold leaves behind for whichever intake consumes."""
 
-    def __init__(self, snapshots: SnapshotStore | None = None, every: int = SNAPSHOT_EVERY) -> None:
+    def __init__(
+        self,
+        snapshots: SnapshotStore | None = None,
+        every: int = SNAPSHOT_EVERY,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+    ) -> None:
         self.ready = asyncio.Event()
+        self.metrics = metrics
+        self.health = health
         self._snapshots = snapshots
         self._every = every
         self.processor = EngineProcessor()
@@ -231,6 +223,8 @@ class EngineState:
         await self.publisher.start()
         await self.publisher.publish(pending)
         self.ready.set()
+        if self.health is not None:
+            self.health.set("broker", True, bootstrap)
         log.info(
             "refolded the log: %d events written on the way, %d runs taken up from snapshots",
             len(pending),
@@ -241,6 +235,8 @@ class EngineState:
     def assigned(self, partitions: int) -> None:
         """The intake joined its consumer group and holds ``partitions``."""
         self._assigned = partitions
+        if self.health is not None:
+            self.health.set("consumer group", True, f"{partitions} partitions assigned")
         self._announce()
 
     def _announce(self) -> None:
@@ -257,9 +253,19 @@ class EngineState:
         assert self.publisher is not None
         events: list[Event] = []
         on_record = self.processor.on_record
+        candles = runs = 0
         for value, at in records:
             events.extend(on_record(value, at))
-        await self.publisher.publish(self.output.fresh(events))
+            if at is None:
+                runs += 1
+            else:
+                candles += 1
+        fresh = self.output.fresh(events)
+        await self.publisher.publish(fresh)
+        if self.metrics is not None:
+            self.metrics.events_in(topics.MARKET_DATA, candles)
+            self.metrics.events_in(topics.RUNS, runs)
+            self.metrics.events_out(fresh)
 
 
 class _AnnounceAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -278,6 +284,8 @@ def build_app(
     intake: str = "batch",
     snapshots: SnapshotStore | None = None,
     snapshot_every: int = SNAPSHOT_EVERY,
+    metrics: Metrics | None = None,
+    health: Health | None = None,
 ) -> Any:
     """The faust app with the engine; nothing connects until the worker starts.
 
@@ -309,7 +317,7 @@ def build_app(
         broker_rebalance_timeout=6.0,
     )
     # Snapshots are taken where record offsets are at hand: by the batch intake.
-    state = EngineState(snapshots if intake == "batch" else None, snapshot_every)
+    state = EngineState(snapshots if intake == "batch" else None, snapshot_every, metrics, health)
 
     @app.task  # type: ignore[untyped-decorator]
     async def refold_unfinished_runs() -> None:
@@ -396,6 +404,12 @@ def build_app(
                     for tp in ordered
                     for m in polled[tp]
                 )
+                if state.metrics is not None:
+                    for tp in polled:
+                        end = self.consumer.highwater(tp)
+                        if end is not None:
+                            behind = end - polled[tp][-1].offset - 1
+                            state.metrics.lag(tp.topic, tp.partition, behind)
                 try:
                     await self.consumer.commit({tp: polled[tp][-1].offset + 1 for tp in polled})
                 except CommitFailedError as exc:
@@ -413,11 +427,13 @@ def run_worker(
     intake: str = "batch",
     snapshots: SnapshotStore | None = None,
     snapshot_every: int = SNAPSHOT_EVERY,
+    metrics: Metrics | None = None,
+    health: Health | None = None,
 ) -> int:
     """Run until SIGTERM or SIGINT; the intake finishes its batch and commits its offsets."""
     import faust
 
-    app = build_app(bootstrap, intake, snapshots, snapshot_every)
+    app = build_app(bootstrap, intake, snapshots, snapshot_every, metrics, health)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0

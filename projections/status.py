@@ -1,0 +1,125 @@
+"""A run's standing as the read models show it: what ``cdb status`` prints.
+
+Everything here is read from the projections, so it is as current as the projector is;
+``lag`` says how far behind the log that is. Equity is marked to the last projected
+candle of each open position's symbol: the portfolio snapshots in ``equity_curve`` come
+with fills and once a day, a live run's prices move in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select
+
+from projections import tables
+from projections.projector import checkpoints_of
+
+
+class NoSuchRun(LookupError):
+    pass
+
+
+def latest_run_id(conn: Connection) -> str | None:
+    """The run whose latest projected candle is the newest (the live one, if any)."""
+    row = conn.execute(
+        select(tables.runs.c.run_id)
+        .order_by(tables.runs.c.status == "COMPLETED", tables.runs.c.started_at.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else str(row[0])
+
+
+def run_status(engine: Engine, run_id: str | None = None) -> dict[str, Any]:
+    """The run's state, equity, drawdown, positions and last candle, from the read models
+    (the newest unfinished run, else the newest, when ``run_id`` is None)."""
+    with engine.connect() as conn:
+        if run_id is None:
+            run_id = latest_run_id(conn)
+            if run_id is None:
+                raise NoSuchRun("no run in the read models yet")
+        run = conn.execute(select(tables.runs).where(tables.runs.c.run_id == run_id)).first()
+        if run is None:
+            raise NoSuchRun(f"no run {run_id!r} in the read models")
+        runs = run._mapping
+        candles = tables.candles
+        last_candle = conn.execute(
+            select(func.max(candles.c.timestamp), func.count()).where(candles.c.run_id == run_id)
+        ).one()
+        curve = tables.equity_curve
+        snapshot = conn.execute(
+            select(curve).where(curve.c.run_id == run_id).order_by(curve.c.sequence.desc()).limit(1)
+        ).first()
+        held = conn.execute(
+            select(tables.positions)
+            .where(tables.positions.c.run_id == run_id)
+            .where(tables.positions.c.quantity != 0)
+            .order_by(tables.positions.c.symbol)
+        ).all()
+        fills = conn.execute(
+            select(func.count()).where(tables.trades.c.run_id == run_id)
+        ).scalar_one()
+        closes: dict[str, float] = {}
+        for row in held:
+            symbol = row._mapping["symbol"]
+            close = conn.execute(
+                select(candles.c.close)
+                .where(candles.c.run_id == run_id, candles.c.symbol == symbol)
+                .order_by(candles.c.timestamp.desc())
+                .limit(1)
+            ).scalar()
+            if close is not None:
+                closes[str(symbol)] = float(close)
+    positions = []
+    marked = 0.0
+    for row in held:
+        p = row._mapping
+        price = closes.get(str(p["symbol"]), p["last_price"])
+        value = float(p["quantity"]) * float(price) if price is not None else 0.0
+        marked += value
+        positions.append(
+            {
+                "symbol": p["symbol"],
+                "quantity": p["quantity"],
+                "avg_entry_price": p["avg_entry_price"],
+                "last_price": price,
+                "value": value,
+                "unrealized_pnl": (
+                    float(p["quantity"]) * (float(price) - float(p["avg_entry_price"]))
+                    if price is not None and p["avg_entry_price"] is not None
+                    else None
+                ),
+            }
+        )
+    equity = drawdown = high_water = None
+    if snapshot is not None:
+        s = snapshot._mapping
+        equity = float(s["cash"]) + marked
+        high_water = max(float(s["high_water_mark"]), equity)
+        drawdown = (high_water - equity) / high_water * 100 if high_water > 0 else 0.0
+    return {
+        "run_id": run_id,
+        "status": runs["status"],
+        "strategy": runs["strategy_id"],
+        "started_at": runs["started_at"],
+        "ended_at": runs["ended_at"],
+        "candles": int(last_candle[1]),
+        "last_candle_at": last_candle[0],
+        "initial_cash": runs["initial_cash"],
+        "equity": equity,
+        "high_water_mark": high_water,
+        "drawdown_pct": drawdown,
+        "fills": int(fills),
+        "open_positions": positions,
+    }
+
+
+def projection_lag(
+    engine: Engine, projector: str, ends: Mapping[tuple[str, int], int]
+) -> dict[tuple[str, int], int]:
+    """Records of each topic partition in the log (``ends``: their end offsets) the read
+    models have not folded yet."""
+    with engine.connect() as conn:
+        done = checkpoints_of(conn, projector)
+    return {at: max(0, end - done.get(at, 0)) for at, end in ends.items()}
