@@ -130,10 +130,11 @@ def add_service_arguments(parser: argparse.ArgumentParser, port: int) -> None:
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=port,
-        help=f"serve /health and /metrics on this port (default {port}; 0: any free port; "
-        "-1: none)",
+        default=None,
+        help=f"serve /health and /metrics on this port (default {port}, if it is free; "
+        "0: any free port; -1: none)",
     )
+    parser.set_defaults(seed_port=port)
     parser.add_argument("--metrics-host", default="127.0.0.1", help="the address to serve them on")
 
 
@@ -253,14 +254,23 @@ class _Observer:
 
 
 def serve(args: argparse.Namespace, health: Health, metrics: Metrics) -> ObservabilityServer | None:
-    if args.metrics_port < 0:
+    """Serve health and metrics where ``--metrics-port`` says. On the default port, one
+    that is taken is a warning (the process's work does not depend on it); a port asked
+    for and taken is an error."""
+    port = args.seed_port if args.metrics_port is None else args.metrics_port
+    if port < 0:
         return None
     try:
-        server = ObservabilityServer(
-            args.metrics_port, health, metrics.registry, host=args.metrics_host
-        ).start()
-    except PortInUse as exc:
-        raise UsageError(f"{exc} (choose another with --metrics-port, or -1 for none)") from None
+        server = ObservabilityServer(port, health, metrics.registry, host=args.metrics_host).start()
+    except PortInUse:
+        taken = f"port {port} on {args.metrics_host} is already in use"
+        if args.metrics_port is None:
+            sys.stderr.write(
+                f"cdb: warning: {taken}; health and metrics are not served "
+                "(choose a port with --metrics-port)\n"
+            )
+            return None
+        raise UsageError(f"{taken}: choose another --metrics-port, or -1 for none") from None
     sys.stderr.write(f"cdb: health and metrics at {server.url}/health and {server.url}/metrics\n")
     return server
 

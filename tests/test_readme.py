@@ -105,6 +105,21 @@ def test_readme_replay_commands_run_and_the_candle_replay_is_identical(tmp_path:
     assert "fills" in outputs[1]
 
 
+def test_readme_paper_commands_show_trades_and_the_final_status(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "var")
+    block = next(b for b in _shell_blocks() if "cdb paper" in b)
+    paper, status = block.strip().splitlines()
+    done = _cdb_in(data_dir, shlex.split(paper)[3:])
+    assert done.returncode == 0, done.stderr
+    assert "COMPLETED" in done.stdout
+    fills = int(done.stdout.split("fills", 1)[1].split()[0].replace(",", ""))
+    assert fills > 0  # it traded
+    assert "equity" in done.stderr and "candles" in done.stderr  # the progress lines
+    shown = _cdb_in(data_dir, shlex.split(status)[3:])
+    assert shown.returncode == 0, shown.stderr
+    assert "COMPLETED" in shown.stdout and "lag            0 events" in shown.stdout
+
+
 def _cdb_in(data_dir: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
     """``python3 -m cdb --data-dir DATA_DIR ARGV...`` from the project root."""
     return subprocess.run(
