@@ -457,16 +457,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     engine = bootstrap.open_read_models(settings)
     try:
+        # The lag before the status: read after it, a projector folding meanwhile could
+        # make the lag 0 beside a status that misses what was folded in between.
+        lag = None
+        if bootstrap.log_exists(settings):
+            log = bootstrap.open_log(settings)
+            try:
+                lag = _lag(log, engine)
+            finally:
+                log.close()
         try:
             status = run_status(engine, args.run_id)
         except NoSuchRun as exc:
             raise UsageError(str(exc)) from None
-        if bootstrap.log_exists(settings):
-            log = bootstrap.open_log(settings)
-            try:
-                status["lag"] = _lag(log, engine)
-            finally:
-                log.close()
+        if lag is not None:
+            status["lag"] = lag
     finally:
         engine.dispose()
     if args.json:
