@@ -26,7 +26,7 @@ from cdb.common import fmt as _fmt
 from cdb.common import fmt_time as _fmt_time
 from cdb.common import settings_of as _settings
 from cdb.common import time_arg as _time_arg
-from cdb.risk_file import RiskConfigError, load_risk_config
+from cdb.risk_file import RiskConfigError, risk_config_from
 from domain.strategies import StrategyConfigError
 from projections import tables
 from projections.candle_sink import CandleSink
@@ -513,7 +513,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         snapshots = bootstrap.snapshot_store(settings)
         try:
             if args.topic == "signals":
-                risk = load_risk_config(args.risk_config)
+                risk = risk_config_from(args.risk_config)
                 outcome = replay_signals(
                     log, snapshots, args.partition, first, last, risk, args.run_id
                 )

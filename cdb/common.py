@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from cdb import bootstrap
-from cdb.risk_file import load_risk_config
+from cdb.risk_file import risk_config_from
 from domain.execution import CostModel
-from domain.risk import RiskConfig
 from domain.run_config import BacktestConfig
 from domain.strategies import STRATEGIES
 from projections.store import StoreError
@@ -87,7 +86,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_config_of(args: argparse.Namespace, seed: int) -> BacktestConfig:
     """The run configuration ``add_run_arguments`` options give."""
-    risk = load_risk_config(args.risk_config) if args.risk_config else RiskConfig()
+    risk = risk_config_from(args.risk_config)
     try:
         return BacktestConfig(
             strategy_id=args.strategy,
