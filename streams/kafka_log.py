@@ -259,7 +259,8 @@ class KafkaLog:
 
         The end is never taken before ``min_end`` (what the broker reported), and past it
         when a poll brings nothing new within ``idle_ms`` (several broker fetch waits, so
-        a fetch still in flight from an earlier position cannot end a read early).
+        a fetch still in flight from an earlier position cannot end a read early), or
+        when a poll short of its limit took the read beyond ``min_end``.
         """
         consumer = self._consumer_client()
 
@@ -301,6 +302,11 @@ class KafkaLog:
                     (message.key or b"").decode(),
                     message.value or b"",
                 )
+            if to_offset is None and next_offset > min_end and len(messages) < 10_000:
+                # Past the end as it was when the read began, its last batch read whole
+                # (a poll short of its limit): done. Waiting for an empty poll instead never
+                # ends while a producer keeps appending, as a live feed does.
+                return
 
     def offset_for_time(self, topic: str, partition: int, timestamp: int) -> int:
         """First offset whose event time (inside the payload) is >= ``timestamp``."""
