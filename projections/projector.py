@@ -221,6 +221,14 @@ ROW_MAPS: dict[str, tuple[RowMap, ...]] = {
             *("drawdown_pct", "exposure_pct", "reason_code"),
         ),
     ),
+    "intensity_changed": (
+        _fields(
+            tables.risk_parameters,
+            *("run_id", "sequence", "timestamp", "score", "risk_pct"),
+            *("max_total_exposure_pct", "max_symbol_exposure_pct", "cooldown_minutes"),
+            *("trades", "reason"),
+        ),
+    ),
     "alert": (
         _fields(
             tables.alerts,

@@ -181,6 +181,22 @@ risk_states = Table(
     Column("reason_code", String(64)),
 )
 
+# The adaptive intensity's parameters, one row per change (intensity_changed events).
+risk_parameters = Table(
+    "risk_parameters",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True),
+    Column("timestamp", BigInteger),
+    Column("score", Float),
+    Column("risk_pct", Float),
+    Column("max_total_exposure_pct", Float),
+    Column("max_symbol_exposure_pct", Float),
+    Column("cooldown_minutes", Float),
+    Column("trades", Integer),
+    Column("reason", String(64)),
+)
+
 dead_letters = Table(
     "dead_letters",
     metadata,
@@ -225,6 +241,7 @@ READ_MODELS: tuple[Table, ...] = (
     orders,
     positions,
     risk_decisions,
+    risk_parameters,
     risk_states,
     runs,
     signals,

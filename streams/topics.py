@@ -39,6 +39,7 @@ TOPIC_OF_EVENT: Mapping[str, str] = {
     "position_state": PORTFOLIO,
     "portfolio_snapshot": PORTFOLIO,
     "risk_state": PORTFOLIO,
+    "intensity_changed": PORTFOLIO,
     "run_metadata": RUNS,
     "run_completed": RUNS,
 }

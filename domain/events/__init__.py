@@ -3,6 +3,7 @@
 from domain.events.alerts import Alert
 from domain.events.envelope import SCHEMA_VERSION, Event, Sequencer, event_id_for
 from domain.events.execution import SimulatedOrder, SimulatedTrade
+from domain.events.intensity import IntensityChanged
 from domain.events.market import (
     Bar,
     Candle,
@@ -28,6 +29,7 @@ __all__ = [
     "DataSource",
     "DeadLetter",
     "Event",
+    "IntensityChanged",
     "MarketDataCompleted",
     "MarketDataEvent",
     "PortfolioSnapshot",

@@ -12,6 +12,7 @@ from typing import Any
 from domain.events.alerts import Alert
 from domain.events.envelope import SCHEMA_VERSION, Event
 from domain.events.execution import SimulatedOrder, SimulatedTrade
+from domain.events.intensity import IntensityChanged
 from domain.events.market import DeadLetter, MarketDataCompleted, MarketDataEvent
 from domain.events.portfolio import PortfolioSnapshot, PositionState
 from domain.events.risk import RiskDecision, RiskState
@@ -27,6 +28,7 @@ EVENT_TYPES: Mapping[str, type[Event]] = {
         StrategySignal,
         RiskDecision,
         RiskState,
+        IntensityChanged,
         SimulatedOrder,
         SimulatedTrade,
         Alert,

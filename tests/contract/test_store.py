@@ -196,7 +196,7 @@ def test_the_migrations_build_exactly_the_declared_schema(store: Engine) -> None
 
     with store.connect() as conn:
         context = MigrationContext.configure(conn)
-        assert context.get_current_revision() == "0003"
+        assert context.get_current_revision() == "0004"
         assert compare_metadata(context, tables.metadata) == []
 
 
@@ -204,7 +204,7 @@ def test_cdb_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     from cdb.cli import main
 
     assert main(["--data-dir", str(tmp_path), "db", "upgrade"]) == 0
-    assert "schema at revision 0003" in capsys.readouterr().out
+    assert "schema at revision 0004" in capsys.readouterr().out
     assert main(["--data-dir", str(tmp_path), "db", "upgrade"]) == 0  # idempotent
     assert (tmp_path / "projections.sqlite").exists()
     code = main(["--store", "postgresql://claire@127.0.0.1:1/claire_de_binare", "db", "upgrade"])

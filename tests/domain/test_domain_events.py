@@ -37,6 +37,7 @@ def test_the_samples_cover_every_registered_type() -> None:
     assert sorted(EVENT_TYPES) == [
         "alert",
         "dead_letter",
+        "intensity_changed",
         "market_data",
         "market_data_completed",
         "order",
