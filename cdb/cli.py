@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import OperationalError
 
-from cdb import bootstrap, live_commands
+from cdb import bootstrap, live_commands, risk_commands
 from cdb.common import EXIT_USAGE, UsageError, add_run_arguments, run_config_of
 from cdb.common import Parser as _Parser
 from cdb.common import fmt as _fmt
@@ -195,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print one JSON object")
 
     live_commands.add_parsers(commands, places)
+    risk_commands.add_parsers(commands, places)
 
     report = commands.add_parser("report", help="write the HTML report of a run", parents=[places])
     report.add_argument("--run-id", required=True)
@@ -798,6 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "paper": live_commands.cmd_paper,
         "feed": live_commands.cmd_feed,
         "status": live_commands.cmd_status,
+        "intensity": risk_commands.cmd_intensity,
     }
     try:
         return handlers[args.command](args)

@@ -175,7 +175,7 @@ def sources_of(args: argparse.Namespace) -> list[CandleSource]:
     )
 
 
-class _Stop:
+class Stop:
     """Set by SIGTERM or SIGINT: the run stops at the next candle, cleanly."""
 
     def __init__(self) -> None:
@@ -185,7 +185,7 @@ class _Stop:
         return self.requested
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator[_Stop]:
+    def installed(self) -> Iterator[Stop]:
         def stop(_signum: int, _frame: object) -> None:
             self.requested = True
 
@@ -299,7 +299,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
     engine: Engine | None = None
     observer = _Observer(metrics, quiet=args.json)
     server = serve(args, health, metrics)
-    stop = _Stop()
+    stop = Stop()
     try:
         if not args.no_project:
             engine = bootstrap.open_read_models(settings)
@@ -429,7 +429,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
     health.set("broker", True, settings.log_location)
     observer = _Observer(metrics, quiet=False)
     server = serve(args, health, metrics)
-    stop = _Stop()
+    stop = Stop()
     try:
         with stop.installed():
             outcome = run_feed(

@@ -31,6 +31,26 @@ def latest_run_id(conn: Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
+def latest_run_id_of(engine: Engine) -> str:
+    """``latest_run_id`` on a connection of its own; NoSuchRun when there is no run."""
+    with engine.connect() as conn:
+        run_id = latest_run_id(conn)
+    if run_id is None:
+        raise NoSuchRun("no run in the read models yet")
+    return run_id
+
+
+def current_parameters(engine: Engine, run_id: str) -> dict[str, Any] | None:
+    """The run's latest adaptive-intensity parameters (its last ``intensity_changed``),
+    or None if the intensity never changed them."""
+    table = tables.risk_parameters
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(table).where(table.c.run_id == run_id).order_by(table.c.sequence.desc()).limit(1)
+        ).first()
+    return None if row is None else dict(row._mapping)
+
+
 def run_status(engine: Engine, run_id: str | None = None) -> dict[str, Any]:
     """The run's state, equity, drawdown, positions and last candle, from the read models
     (the newest unfinished run, else the newest, when ``run_id`` is None)."""
