@@ -5,8 +5,10 @@ candle is looked at, exactly as a Kafka Streams sub-topology runs one record thr
 its processors. The order of work for a candle of symbol S at time t is:
 
 1. close the previous bar if t is a new timestamp (statistics sample its equity);
-2. XS fills S's pending order, if any, at this candle's open; PSM folds the fill;
-3. PSM marks S at the close; the RE's drawdown watch may halt new entries;
+   on a new UTC day the RE lifts what held trading to exits until then;
+2. XS fills S's pending order, if any, at this candle's open; PSM folds the fill; the RE
+   notes an exit's P&L (cooldowns, losing streaks);
+3. PSM marks S at the close; the RE's drawdown watch may halt or reduce new entries;
 4. SE sees the candle and may signal; RE decides with the portfolio as of now;
    an approved order waits for S's next candle.
 
@@ -41,7 +43,15 @@ from domain.events.alerts import AlertLevel
 from domain.events.risk import TradingState
 from domain.execution import CostModel, fill_at_next_open, order_id_for
 from domain.portfolio import Portfolio
-from domain.risk import OrderProposal, RiskContext, RiskEngine, reasons, side_for
+from domain.risk import (
+    Notice,
+    OrderProposal,
+    RiskContext,
+    RiskEngine,
+    RiskMemory,
+    reasons,
+    side_for,
+)
 from domain.run_config import BacktestConfig
 from domain.statistics import PerformanceTracker
 from domain.strategies import Strategy, strategy_factory, strategy_params
@@ -77,6 +87,7 @@ class PaperTradingPipeline:
         self.portfolio = Portfolio(initial_cash)
         self.tracker = PerformanceTracker(initial_cash, interval_ms)
         self.trading_state: TradingState = "ACTIVE"
+        self.risk_memory = RiskMemory()
         self._pending: dict[str, _Pending] = {}
         self._ids = Sequencer(run_id)
         self._bar_ts: int | None = None
@@ -100,6 +111,7 @@ class PaperTradingPipeline:
         "portfolio",
         "tracker",
         "trading_state",
+        "risk_memory",
         "_pending",
         "_ids",
         "_bar_ts",
@@ -121,11 +133,19 @@ class PaperTradingPipeline:
             {name: getattr(self, name) for name in self._STATE}, protocol=pickle.HIGHEST_PROTOCOL
         )
 
+    # State added after snapshots were first written, with its value at a run's start. A
+    # snapshot of the same package version from before holds none of it, and rightly so:
+    # that code never put anything there.
+    _STATE_ADDED: dict[str, Callable[[], Any]] = {"risk_memory": RiskMemory}
+
     def restore_state(self, payload: bytes) -> None:
         """Take the state ``export_state`` gave (of a pipeline of the same configuration)."""
         state = pickle.loads(payload)
-        if set(state) != set(self._STATE):
+        missing = set(self._STATE) - set(state)
+        if set(state) - set(self._STATE) or not missing <= set(self._STATE_ADDED):
             raise ValueError("not the state of this pipeline")
+        for name in missing:
+            state[name] = self._STATE_ADDED[name]()
         for name, value in state.items():
             setattr(self, name, value)
 
@@ -139,7 +159,8 @@ class PaperTradingPipeline:
 
     def switch_to(self, strategy_factory: Callable[[], Strategy], risk_engine: RiskEngine) -> None:
         """Go on with other strategies (fresh ones per symbol) and another Risk Engine: a
-        replay of recorded signals under other rules."""
+        replay of recorded signals under other rules. What the Risk Engine remembers (the
+        trading state, cooldowns, streaks) carries over: it is the run's history."""
         self._strategy_factory = strategy_factory
         self._strategies = {}
         self.risk = risk_engine
@@ -198,6 +219,15 @@ class PaperTradingPipeline:
             if self._bar_ts is not None:
                 self.tracker.on_bar(self._bar_ts, self._equity, self._in_market)
             self._bar_ts = ts
+        day = ts // DAY_MS
+        new_day = day != self._day
+        if new_day and self.risk.watches_day:
+            self._apply(
+                self.risk.monitor.on_new_day(self.risk_memory, self._equity, self.trading_state),
+                ts,
+                self.market_data_id(number),
+                out,
+            )
         symbol = candle.symbol
         portfolio = self.portfolio
         if self._pending:
@@ -208,15 +238,18 @@ class PaperTradingPipeline:
         if portfolio.open_count:
             equity = self._equity = portfolio.equity
             drawdown = portfolio.update_high_water_mark(equity)
-            if self.trading_state == "ACTIVE":
-                self._watch_drawdown(drawdown, ts, out)
+            risk = self.risk
+            # The hot path: most candles cross nothing, and nothing else is watched by default.
+            if (
+                drawdown >= risk.max_drawdown_pct or risk.watches_levels
+            ) and self.trading_state != "HALTED":
+                self._watch_drawdown(equity, drawdown, ts, number, out)
             self._in_market = True
         else:
             # Flat: equity is cash, which only a fill changes (and _fill refreshes the mark).
             self._equity = portfolio.cash
             self._in_market = False
-        day = ts // DAY_MS
-        if day != self._day:
+        if new_day:
             if self._day is not None:
                 out.append(self._snapshot(ts, self.market_data_id(number)))
             self._day = day
@@ -307,7 +340,7 @@ class PaperTradingPipeline:
         self.signals += 1
         side = side_for(direction)
         proposal = OrderProposal(candle.symbol, side, candle.close)  # type: ignore[arg-type]
-        verdict = self.risk.decide(proposal, self._risk_context())
+        verdict = self.risk.decide(proposal, self._risk_context(decided_at))
         seq, decision_id = self.next_id("risk_decision")
         out.append(
             RiskDecision(
@@ -328,6 +361,8 @@ class PaperTradingPipeline:
             self.rejected += 1
             return
         self._orders_placed += 1
+        if self.risk.limits_order_rate:
+            self.risk.monitor.record_order(self.risk_memory, decided_at)
         seq, order_event_id = self.next_id("order")
         order = SimulatedOrder(
             event_id=order_event_id,
@@ -343,11 +378,13 @@ class PaperTradingPipeline:
         out.append(order)
         self._pending[candle.symbol] = _Pending(order, order_event_id)
 
-    def _risk_context(self) -> RiskContext:
+    def _risk_context(self, decided_at: int) -> RiskContext:
         portfolio = self.portfolio
         exposure = {symbol: portfolio.exposure(symbol) for symbol in portfolio.positions}
+        entries = []
         for symbol, pending in self._pending.items():
             if pending.order.side == "BUY":
+                entries.append(symbol)
                 reserved = pending.order.quantity * portfolio.marks.get(symbol, 0.0)
                 exposure[symbol] = exposure.get(symbol, 0.0) + reserved
         return RiskContext(
@@ -358,6 +395,9 @@ class PaperTradingPipeline:
             total_exposure=sum(exposure.values()),
             trading_state=self.trading_state,
             config=self.risk.config,
+            timestamp=decided_at,
+            pending_entries=frozenset(entries),
+            memory=self.risk_memory,
         )
 
     def _fill(self, pending: _Pending, candle: Bar, out: list[Event]) -> None:
@@ -382,6 +422,9 @@ class PaperTradingPipeline:
             return
         self.fills += 1
         reduces = held != 0.0 and (held > 0.0) != (order.side == "BUY")
+        risk = self.risk
+        watch_exit = reduces and risk.watches_exits
+        entry_price = portfolio.positions[order.symbol].avg_entry_price if watch_exit else 0.0
         pnl = portfolio.apply_fill(order.symbol, order.side, fill.quantity, fill.price, fill.fee)
         if reduces:
             self.tracker.on_closed_trade(pnl)
@@ -403,9 +446,25 @@ class PaperTradingPipeline:
                 trade_realized_pnl=pnl,
             )
         )
-        portfolio.update_high_water_mark()
+        drawdown = portfolio.update_high_water_mark()
         self._equity = portfolio.equity
         out.append(self._snapshot(candle.timestamp, result.event_id))
+        if watch_exit:
+            notices = risk.monitor.on_exit(
+                self.risk_memory,
+                order.symbol,
+                candle.timestamp,
+                pnl,
+                entry_price,
+                fill.price,
+                self.trading_state,
+            )
+            self._apply(notices, candle.timestamp, result.event_id, out)
+        # A fill can realise a loss that no later mark shows (flat again): the daily
+        # drawdown, which resets at midnight, would miss it.
+        if risk.watches_levels and self.trading_state != "HALTED":
+            notices = risk.monitor.watch_levels(self.risk_memory, self._equity, drawdown)
+            self._apply(notices, candle.timestamp, result.event_id, out)
 
     def _order_result(
         self,
@@ -435,12 +494,18 @@ class PaperTradingPipeline:
             reason=reason,
         )
 
-    def _watch_drawdown(self, drawdown: float, ts: int, out: list[Event]) -> None:
-        state = self.risk.trading_state_after(self.trading_state, drawdown)
+    def _watch_drawdown(
+        self, equity: float, drawdown: float, ts: int, number: int, out: list[Event]
+    ) -> None:
+        risk = self.risk
+        state = risk.trading_state_after(self.trading_state, drawdown)
         if state == self.trading_state:
+            if risk.watches_levels:
+                notices = risk.monitor.watch_levels(self.risk_memory, equity, drawdown)
+                self._apply(notices, ts, self.market_data_id(number), out)
             return
         self.trading_state = state
-        limit = self.risk.config.max_drawdown_pct
+        limit = risk.config.max_drawdown_pct
         alert = self._alert(
             ts,
             "CRITICAL",
@@ -450,15 +515,51 @@ class PaperTradingPipeline:
         )
         out.append(alert)
         out.append(self._risk_state(ts, alert.event_id, reasons.DRAWDOWN_LIMIT_HIT))
+        self._trip_kill_switch(ts, alert, out)
+
+    def _apply(self, notices: list[Notice], ts: int, cause: str, out: list[Event]) -> None:
+        """Each notice is an alert; one that moves the trading state is followed by the
+        RiskState it moved to; a CRITICAL one may trip the kill switch."""
+        for notice in notices:
+            alert = self._alert(ts, notice.level, notice.code, notice.message, cause)
+            out.append(alert)
+            if notice.moves_state:
+                state = self.risk.monitor.trading_state(self.risk_memory, self.trading_state)
+                if state != self.trading_state:
+                    self.trading_state = state
+                    out.append(self._risk_state(ts, alert.event_id, notice.code))
+            if notice.level == "CRITICAL":
+                self._trip_kill_switch(ts, alert, out)
+
+    def _trip_kill_switch(self, ts: int, cause: Alert, out: list[Event]) -> None:
+        """With ``kill_switch_on_critical``, a CRITICAL alert stops all trading for good."""
+        config = self.risk.config
+        memory = self.risk_memory
+        if not config.kill_switch_on_critical or config.kill_switch or memory.kill_switch_tripped:
+            return
+        memory.kill_switch_tripped = True
+        alert = self._alert(
+            ts,
+            "CRITICAL",
+            reasons.KILL_SWITCH_ENGAGED,
+            f"Kill switch on after the CRITICAL alert {cause.code}: "
+            "no order passes for the rest of the run.",
+            cause.event_id,
+        )
+        out.append(alert)
+        out.append(self._risk_state(ts, alert.event_id, reasons.KILL_SWITCH_ENGAGED))
 
     # -- state events -----------------------------------------------------------------------
 
-    def _alert(self, ts: int, level: AlertLevel, code: str, message: str) -> Alert:
+    def _alert(
+        self, ts: int, level: AlertLevel, code: str, message: str, cause: str | None = None
+    ) -> Alert:
         seq, eid = self.next_id("alert")
         return Alert(
             event_id=eid,
             run_id=self.run_id,
             sequence=seq,
+            causation_id=cause,
             timestamp=ts,
             level=level,
             code=code,
@@ -476,7 +577,7 @@ class PaperTradingPipeline:
             causation_id=cause,
             timestamp=ts,
             trading_state=self.trading_state,
-            kill_switch=self.risk.config.kill_switch,
+            kill_switch=self.risk.config.kill_switch or self.risk_memory.kill_switch_tripped,
             drawdown_pct=portfolio.drawdown_pct,
             exposure_pct=portfolio.total_exposure / equity * 100.0 if equity > 0 else 0.0,
             reason_code=reason_code,

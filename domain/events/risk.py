@@ -7,7 +7,9 @@ from typing import Literal
 from domain.events.envelope import Event
 from domain.events.signals import Direction
 
-TradingState = Literal["ACTIVE", "HALTED"]
+# ACTIVE: everything the rules allow; REDUCING: exits only, until lifted; HALTED: exits
+# only, for the rest of the run (as NautilusTrader's TradingState).
+TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
 
 
 class RiskDecision(Event):

@@ -9,6 +9,7 @@ from domain.events.risk import TradingState
 from domain.events.signals import Direction
 from domain.risk import reasons
 from domain.risk.config import RiskConfig
+from domain.risk.monitor import RiskMonitor
 from domain.risk.rules import OrderProposal, RiskContext, RiskRule, default_rules
 
 
@@ -33,7 +34,17 @@ class RiskEngine:
 
     def __init__(self, config: RiskConfig, rules: Sequence[RiskRule] | None = None) -> None:
         self.config = config
-        self.rules: tuple[RiskRule, ...] = tuple(rules) if rules is not None else default_rules()
+        self.rules: tuple[RiskRule, ...] = (
+            tuple(rules) if rules is not None else default_rules(config)
+        )
+        self.monitor = RiskMonitor(config)
+        # What the pipeline must tell the monitor; all False for the default configuration,
+        # which then costs nothing beyond the drawdown halt.
+        self.watches_day = config.watches_day
+        self.watches_levels = config.watches_levels
+        self.watches_exits = config.watches_exits
+        self.limits_order_rate = config.limits_order_rate
+        self.max_drawdown_pct = config.max_drawdown_pct  # read after every marked candle
 
     def decide(self, proposal: OrderProposal, ctx: RiskContext) -> Verdict:
         reason = reasons.OK
@@ -54,6 +65,6 @@ class RiskEngine:
 
     def trading_state_after(self, state: TradingState, drawdown_pct: float) -> TradingState:
         """HALTED once drawdown from the high-water mark reaches the limit; it stays halted."""
-        if state == "ACTIVE" and drawdown_pct >= self.config.max_drawdown_pct:
+        if state != "HALTED" and drawdown_pct >= self.config.max_drawdown_pct:
             return "HALTED"
         return state
