@@ -42,6 +42,7 @@ from domain.events import (
 from domain.events.alerts import AlertLevel
 from domain.events.risk import TradingState
 from domain.execution import CostModel, fill_at_next_open, order_id_for
+from domain.intensity import REASON_START, REASON_TRADES_WINDOW, IntensityTracker
 from domain.portfolio import Portfolio
 from domain.risk import (
     Notice,
@@ -52,6 +53,7 @@ from domain.risk import (
     reasons,
     side_for,
 )
+from domain.risk.config import with_intensity
 from domain.run_config import BacktestConfig
 from domain.statistics import PerformanceTracker
 from domain.strategies import Strategy, strategy_factory, strategy_params
@@ -83,6 +85,14 @@ class PaperTradingPipeline:
         self._strategy_factory = strategy_factory
         self._strategies: dict[str, Strategy] = {}
         self.risk = risk_engine
+        # The adaptive intensity, if on: its parameters replace their static values in the
+        # Risk Engine's configuration, changing only with a closed trade (and an event).
+        self.intensity: IntensityTracker | None = None
+        self._base_risk = risk_engine.config
+        intensity = risk_engine.config.intensity
+        if intensity is not None and intensity.enabled:
+            self.intensity = IntensityTracker(intensity)
+            self.risk = RiskEngine(with_intensity(self._base_risk, self.intensity.parameters))
         self.cost = cost
         self.portfolio = Portfolio(initial_cash)
         self.tracker = PerformanceTracker(initial_cash, interval_ms)
@@ -112,6 +122,7 @@ class PaperTradingPipeline:
         "tracker",
         "trading_state",
         "risk_memory",
+        "intensity",
         "_pending",
         "_ids",
         "_bar_ts",
@@ -136,7 +147,11 @@ class PaperTradingPipeline:
     # State added after snapshots were first written, with its value at a run's start. A
     # snapshot of the same package version from before holds none of it, and rightly so:
     # that code never put anything there.
-    _STATE_ADDED: dict[str, Callable[[], Any]] = {"risk_memory": RiskMemory}
+    # State added after snapshots were first written: what an older snapshot lacks.
+    _STATE_ADDED: dict[str, Callable[[PaperTradingPipeline], Any]] = {
+        "risk_memory": lambda _pipeline: RiskMemory(),
+        "intensity": lambda pipeline: pipeline.intensity,
+    }
 
     def restore_state(self, payload: bytes) -> None:
         """Take the state ``export_state`` gave (of a pipeline of the same configuration)."""
@@ -145,9 +160,11 @@ class PaperTradingPipeline:
         if set(state) - set(self._STATE) or not missing <= set(self._STATE_ADDED):
             raise ValueError("not the state of this pipeline")
         for name in missing:
-            state[name] = self._STATE_ADDED[name]()
+            state[name] = self._STATE_ADDED[name](self)
         for name, value in state.items():
             setattr(self, name, value)
+        if self.intensity is not None:
+            self.risk = RiskEngine(with_intensity(self._base_risk, self.intensity.parameters))
 
     def sequence_positions(self) -> dict[str, int]:
         """The next sequence of each event type this pipeline would write."""
@@ -164,6 +181,14 @@ class PaperTradingPipeline:
         self._strategy_factory = strategy_factory
         self._strategies = {}
         self.risk = risk_engine
+        self._base_risk = risk_engine.config
+        intensity = risk_engine.config.intensity
+        if intensity is None or not intensity.enabled:
+            self.intensity = None
+            return
+        if self.intensity is None or self.intensity.config != intensity:
+            self.intensity = IntensityTracker(intensity)  # other rules: a window of their own
+        self.risk = RiskEngine(with_intensity(self._base_risk, self.intensity.parameters))
 
     def continue_as(self, run_id: str) -> None:
         """From here on the events belong to ``run_id`` (a replay's own run); their
@@ -200,11 +225,15 @@ class PaperTradingPipeline:
         )
 
     def begin(self, metadata: BacktestRunMetadata) -> list[Event]:
-        """The run's opening state: trading ACTIVE, the equity curve at the initial cash."""
-        return [
+        """The run's opening state: trading ACTIVE, the equity curve at the initial cash,
+        and the adaptive intensity's starting parameters if it is on."""
+        out: list[Event] = [
             self._risk_state(metadata.timestamp, metadata.event_id, reasons.OK),
             self._snapshot(metadata.timestamp, metadata.event_id),
         ]
+        if self.intensity is not None:
+            out.append(self._intensity_changed(metadata.timestamp, metadata.event_id, REASON_START))
+        return out
 
     def on_candle(self, candle: Bar) -> list[Event]:
         """Run one candle through every stage; return the events it caused, in order.
@@ -424,7 +453,11 @@ class PaperTradingPipeline:
         reduces = held != 0.0 and (held > 0.0) != (order.side == "BUY")
         risk = self.risk
         watch_exit = reduces and risk.watches_exits
-        entry_price = portfolio.positions[order.symbol].avg_entry_price if watch_exit else 0.0
+        entry_price = (
+            portfolio.positions[order.symbol].avg_entry_price
+            if watch_exit or (reduces and self.intensity is not None)
+            else 0.0
+        )
         pnl = portfolio.apply_fill(order.symbol, order.side, fill.quantity, fill.price, fill.fee)
         if reduces:
             self.tracker.on_closed_trade(pnl)
@@ -465,6 +498,17 @@ class PaperTradingPipeline:
         if risk.watches_levels and self.trading_state != "HALTED":
             notices = risk.monitor.watch_levels(self.risk_memory, self._equity, drawdown)
             self._apply(notices, candle.timestamp, result.event_id, out)
+        if reduces and self.intensity is not None:
+            invested = entry_price * fill.quantity
+            changed = self.intensity.on_closed_trade(
+                pnl, pnl / invested * 100.0 if invested > 0.0 else 0.0
+            )
+            if changed is not None:
+                out.append(
+                    self._intensity_changed(candle.timestamp, result.event_id, REASON_TRADES_WINDOW)
+                )
+                # From the next decision on; the Risk Engine reads it in the order of the log.
+                self.risk = RiskEngine(with_intensity(self._base_risk, changed))
 
     def _order_result(
         self,
@@ -550,6 +594,18 @@ class PaperTradingPipeline:
         out.append(self._risk_state(ts, alert.event_id, reasons.KILL_SWITCH_ENGAGED))
 
     # -- state events -----------------------------------------------------------------------
+
+    def _intensity_changed(self, ts: int, cause: str | None, reason: str) -> Event:
+        assert self.intensity is not None
+        seq, eid = self.next_id("intensity_changed")
+        return self.intensity.changed_event(
+            event_id=eid,
+            run_id=self.run_id,
+            sequence=seq,
+            timestamp=ts,
+            causation_id=cause,
+            reason=reason,
+        )
 
     def _alert(
         self, ts: int, level: AlertLevel, code: str, message: str, cause: str | None = None

@@ -62,6 +62,7 @@ ENGINE_TYPES = (
     "portfolio_snapshot",
     "risk_state",
     "alert",
+    "intensity_changed",
     "run_completed",
 )
 # The topics the engine writes; a replay's output is compared with the original's there.

@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from domain.intensity import IntensityConfig, IntensityParameters
+
 MINUTES_PER_YEAR = 525_600
 
 
@@ -105,6 +107,7 @@ class RiskConfig(_Frozen):
         "max_orders_per_hour",
         "max_orders_per_day",
         "max_consecutive_losses",
+        "intensity",
     )
 
     # pre-checks
@@ -131,6 +134,8 @@ class RiskConfig(_Frozen):
     max_orders_per_hour: int | None = Field(default=None, ge=1, le=1_000_000)
     max_orders_per_day: int | None = Field(default=None, ge=1, le=1_000_000)
     max_consecutive_losses: int | None = Field(default=None, ge=1, le=1_000)
+    # adaptive intensity (R12): parameters above that follow the latest closed trades
+    intensity: IntensityConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> RiskConfig:
@@ -204,3 +209,18 @@ class RiskConfig(_Frozen):
     def watches_exits(self) -> bool:
         """Whether a closed trade's P&L matters: cooldowns, losing streaks."""
         return self.cooldown is not None or self.max_consecutive_losses is not None
+
+
+def with_intensity(config: RiskConfig, parameters: IntensityParameters) -> RiskConfig:
+    """``config`` with the adaptive intensity's parameters in place of its static ones:
+    risk per trade, the exposure caps and the cooldown after a losing exit (0: none)."""
+    cooldown = config.cooldown or CooldownConfig()
+    minutes = round(parameters.cooldown_minutes)
+    return config.model_copy(
+        update={
+            "sizing": config.sizing.model_copy(update={"risk_pct": parameters.risk_pct}),
+            "max_total_exposure_pct": parameters.max_total_exposure_pct,
+            "max_symbol_exposure_pct": parameters.max_symbol_exposure_pct,
+            "cooldown": cooldown.model_copy(update={"after_loss_minutes": minutes or None}),
+        }
+    )
