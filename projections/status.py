@@ -48,7 +48,7 @@ def current_parameters(engine: Engine, run_id: str) -> dict[str, Any] | None:
         row = conn.execute(
             select(table).where(table.c.run_id == run_id).order_by(table.c.sequence.desc()).limit(1)
         ).first()
-    return None if row is None else dict(row._mapping)
+    return None if row is None else {str(k): v for k, v in row._mapping.items()}
 
 
 def run_status(engine: Engine, run_id: str | None = None) -> dict[str, Any]:
