@@ -23,7 +23,13 @@ def _env(service: str) -> dict[str, str]:
 
 def test_services_and_the_seeds_ports() -> None:
     assert {"kafka", "postgres", "redis", "worker", "prometheus", "grafana"} <= set(SERVICES)
-    assert _ports("worker") == {8000, 8001, 8002, 8003}  # WS, signal, risk, execution
+    # The seed's ports, each on the process that serves it (docs/live.md); the feed's,
+    # 8000, on the feed a user runs with `docker compose run`.
+    assert _ports("worker") == {8001}  # signal
+    assert _ports("intensity") == {8002}  # risk
+    assert _ports("project") == {8003}  # execution
+    for service in ("worker", "intensity", "project"):
+        assert "0.0.0.0" in SERVICES[service]["command"]  # reachable from outside
     assert _ports("prometheus") == {9090}
     assert _ports("grafana") == {3000}
     assert _ports("redis") == {6379}
