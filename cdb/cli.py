@@ -138,7 +138,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     project.add_argument("--once", action="store_true", help="catch up, then exit")
     project.add_argument("--batch-size", type=int, default=2000, help="events per transaction")
-    project.add_argument("--poll", type=float, default=0.5, help="seconds between idle polls")
+    project.add_argument(
+        "--poll",
+        type=float,
+        default=0.5,
+        help="seconds between idle polls (embedded log); on Kafka, records are folded as "
+        "they arrive and this is the longest wait before a stop is noticed",
+    )
     live_commands.add_service_arguments(project, EXECUTION_PORT)
 
     projections = commands.add_parser(
@@ -648,8 +654,15 @@ def cmd_project(args: argparse.Namespace) -> int:
     """Fold the log into the read models, batch by batch, until SIGTERM or SIGINT.
 
     Each batch is one transaction with its checkpoint, so a kill at any moment loses or
-    doubles nothing. A store that goes away is retried with backoff, never given up on.
+    doubles nothing. On Kafka one consumer follows every source partition and records are
+    folded as they arrive; on the embedded log a catch-up runs every --poll seconds while
+    idle (``projections.projector.follow``). A store that goes away is retried with
+    backoff, never given up on.
     """
+    from collections.abc import Mapping
+
+    from projections.projector import follow
+
     if args.batch_size < 1 or args.poll <= 0:
         raise UsageError("--batch-size and --poll must be positive")
     settings = _settings(args)
@@ -668,19 +681,48 @@ def cmd_project(args: argparse.Namespace) -> int:
     server = live_commands.serve(args, health, metrics)
     engine = None
     backoff = 0.0
+    folded = 0  # events folded since the last line on stderr
+    said_at = time.monotonic()
+
+    def folded_batch(topic: str | None, n: int, lags: Mapping[tuple[str, int], int]) -> None:
+        """After each committed batch (topic None: an idle moment): health and metrics.
+        The lags come from the follower's own fetches, so this costs no request."""
+        nonlocal backoff, folded, said_at
+        health.set("store", True, settings.store_location)
+        if backoff:
+            sys.stderr.write("cdb project: healthy: the store is back, folding resumes\n")
+            backoff = 0.0
+        if topic is not None:
+            metrics.events_in(topic, n)
+            folded += n
+        for (lag_topic, partition), behind in lags.items():
+            metrics.lag(lag_topic, partition, behind)
+        now = time.monotonic()
+        # A line when the log goes quiet, or every few seconds of a steady stream: not one
+        # per batch.
+        if folded and (topic is None or now - said_at >= 5.0):
+            sys.stderr.write(f"cdb project: {folded:,} events folded\n")
+            folded, said_at = 0, now
+
     try:
         while not stopping:
             try:
                 if engine is None:
                     engine = bootstrap.open_read_models(settings)
-                done = catch_up(log, engine, batch_size=args.batch_size)
-                health.set("store", True, settings.store_location)
-                for topic, n in done.by_topic.items():
-                    metrics.events_in(topic, n)
-                for (topic, partition), behind in live_commands.projection_lags(
-                    log, engine
-                ).items():
-                    metrics.lag(topic, partition, behind)
+                if args.once:
+                    done = catch_up(log, engine, batch_size=args.batch_size)
+                    for topic, n in done.by_topic.items():
+                        folded_batch(topic, n, {})
+                    folded_batch(None, 0, live_commands.projection_lags(log, engine))
+                    break
+                follow(
+                    log,
+                    engine,
+                    lambda: stopping,
+                    on_batch=folded_batch,
+                    batch_size=args.batch_size,
+                    poll_s=args.poll,
+                )
             except OperationalError as exc:
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 reason = str(exc.orig or exc).splitlines()[0]
@@ -693,16 +735,6 @@ def cmd_project(args: argparse.Namespace) -> int:
                     engine.dispose()
                     engine = None
                 time.sleep(backoff)
-                continue
-            if backoff:
-                sys.stderr.write("cdb project: healthy: the store is back, folding resumes\n")
-            backoff = 0.0
-            if done.events:
-                sys.stderr.write(f"cdb project: {done.events:,} events folded\n")
-            if args.once:
-                break
-            if not done.events:
-                time.sleep(args.poll)
     except KeyboardInterrupt:
         pass
     finally:

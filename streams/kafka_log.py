@@ -9,14 +9,18 @@ The same topics, keys and JSON values as the embedded log. Guarantees and their 
    the broker the tests run against, reports both differently from Apache Kafka): reading
    to the end stops at the first empty fetch at or past the reported end, and time lookups
    use the event time inside each record.
-4. A broker that cannot be reached is one ``LogError`` within ``connect_timeout_s``,
+4. ``follow`` hands out each record of the partitions it follows once, in offset order
+   per partition, from one consumer that stays assigned: no seek and no idle poll per
+   partition per pass, as a loop of ``read`` to the end would cost.
+5. A broker that cannot be reached is one ``LogError`` within ``connect_timeout_s``,
    never an endless retry.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator, Sequence
+import time
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -28,6 +32,18 @@ from streams.log_port import LogError, Record
 from streams.topics import partition_for, retention_ms
 
 _T = TypeVar("_T")
+
+# (topic, partition, first offset, values): records of one partition with consecutive
+# offsets, as ``KafkaLog.follow`` hands them out.
+Group = tuple[str, int, int, list[bytes]]
+
+# How long the broker may hold a follower's fetch open when there is nothing to send. Tansu
+# answers a fetch only when this runs out, even when records arrive meanwhile: it bounds
+# the latency of following, and the empty fetches it costs while idle (measured on Tansu
+# with 9 partitions: 5% of a core at 10 ms, 1.4% at 50 ms, with 3 ms / 6 ms to deliver).
+FOLLOW_FETCH_WAIT_MS = 10
+# Records one poll of ``follow`` hands out at most, over all its partitions.
+FOLLOW_MAX_RECORDS = 10_000
 
 
 def parse_kafka_url(url: str) -> str:
@@ -77,6 +93,7 @@ class KafkaLog:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
+        self._followers: set[KafkaFollower] = set()
         self._partitions: dict[str, int] = {}
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -308,6 +325,49 @@ class KafkaLog:
                 # ends while a producer keeps appending, as a live feed does.
                 return
 
+    def follow(self, positions: Mapping[tuple[str, int], int], poll_ms: int = 100) -> KafkaFollower:
+        """Follow the partitions in ``positions`` (topic, partition -> the next offset to
+        hand out) with one consumer of their own, until ``close()``.
+
+        Each step of the iterator is one poll: the groups (topic, partition, first offset,
+        values) that arrived, offsets consecutive within a group, or an empty list once
+        ``poll_ms`` passed with nothing new (the caller's moment to check for a stop).
+        ``lag()`` says how far each partition is behind its end, from what the fetches
+        reported: no request of its own.
+        """
+        for topic, partition in positions:
+            self._check_partition(topic, partition)
+        if self._producer is not None:
+            self.commit()  # read your own writes
+        wanted = {TopicPartition(t, p): max(offset, 0) for (t, p), offset in positions.items()}
+        consumer = None
+        if wanted:
+            # A consumer of its own: ``read`` reassigns the shared one to a single partition.
+            make = lambda: AIOKafkaConsumer(  # noqa: E731
+                bootstrap_servers=self.bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=FOLLOW_FETCH_WAIT_MS,
+                max_partition_fetch_bytes=8 << 20,
+                request_timeout_ms=int(self.connect_timeout_s * 1000),
+            )
+            consumer = self._loop.run_until_complete(self._start(make))
+        follower = KafkaFollower(self, consumer, wanted, poll_ms)
+        self._followers.add(follower)
+        if consumer is not None:
+
+            async def assign() -> None:
+                consumer.assign(list(wanted))
+                for tp, offset in wanted.items():
+                    consumer.seek(tp, offset)
+
+            try:
+                self._run(assign())
+            except BaseException:
+                follower.close()
+                raise
+        return follower
+
     def offset_for_time(self, topic: str, partition: int, timestamp: int) -> int:
         """First offset whose event time (inside the payload) is >= ``timestamp``."""
         last = -1
@@ -320,6 +380,9 @@ class KafkaLog:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def close(self) -> None:
+        for follower in list(self._followers):
+            follower.close()
+
         async def stop_all() -> None:
             if self._producer is not None:
                 await self._producer.stop()
@@ -340,3 +403,79 @@ class KafkaLog:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class KafkaFollower:
+    """The iterator ``KafkaLog.follow`` returns: one poll a step, and the lag."""
+
+    def __init__(
+        self,
+        log: KafkaLog,
+        consumer: AIOKafkaConsumer | None,
+        positions: dict[TopicPartition, int],
+        poll_ms: int,
+    ) -> None:
+        self._log = log
+        self._consumer = consumer
+        self._next = positions  # the next offset to hand out, per partition
+        self._poll_ms = poll_ms
+        self._closed = False
+
+    def __iter__(self) -> KafkaFollower:
+        return self
+
+    def __next__(self) -> list[Group]:
+        if self._closed:
+            raise StopIteration
+        consumer = self._consumer
+        if consumer is None:
+            time.sleep(self._poll_ms / 1000)  # no partition to follow: an idle poll
+            return []
+        polled = self._log._run(
+            consumer.getmany(timeout_ms=self._poll_ms, max_records=FOLLOW_MAX_RECORDS),
+            self._log.connect_timeout_s * 3 + self._poll_ms / 1000,
+        )
+        groups: list[Group] = []
+        for tp, messages in polled.items():
+            first = expected = -1
+            values: list[bytes] = []
+            for message in messages:
+                if message.offset != expected:
+                    # Offsets a broker leaves out (compaction, transaction markers,
+                    # retention) end a group: a group's offsets are first + index.
+                    if values:
+                        groups.append((tp.topic, tp.partition, first, values))
+                    first, values = message.offset, []
+                values.append(message.value or b"")
+                expected = message.offset + 1
+            if values:
+                groups.append((tp.topic, tp.partition, first, values))
+                self._next[tp] = expected
+        return groups
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records of each followed partition not handed out yet, as of the last fetch
+        that reached it (within ``FOLLOW_FETCH_WAIT_MS`` while the partition is idle).
+
+        The high watermark of a fetch is the exact end on Apache Kafka and, unlike the
+        end Tansu lists (the base offset of the last batch), on Tansu too. Should a broker
+        report less than what was handed out, the partition counts as caught up rather
+        than behind by a negative amount: this is for metrics, nothing correct rests on it
+        (guarantee 3). A partition not fetched yet is left out.
+        """
+        if self._consumer is None:
+            return {}
+        lags: dict[tuple[str, int], int] = {}
+        for tp, position in self._next.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                lags[(tp.topic, tp.partition)] = max(0, int(highwater) - position)
+        return lags
+
+    def close(self) -> None:
+        """Stop the consumer; idempotent."""
+        self._closed = True
+        self._log._followers.discard(self)
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None and not self._log._loop.is_closed():
+            self._log._run(consumer.stop(), self._log.connect_timeout_s)
