@@ -40,6 +40,9 @@ __all__ = ["CorruptRecord", "EmbeddedLog", "LogError", "Record", "TopicInfo"]
 
 SEGMENT_NAME = "00000000000000000000"
 INDEX_INTERVAL = 4096
+# Also an entry every so many batches: a topic written a record at a time (a live run's
+# orders and results) would otherwise be scanned header by header from its last entry.
+INDEX_BATCHES = 128
 _FLUSH_BYTES = 4 << 20
 _NO_TS = -(2**63)
 _KEY = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
@@ -85,7 +88,8 @@ def _read_payload(handle: IO[bytes], header: _BatchHeader) -> bytes | None:
 
 
 class _Index:
-    """Sparse index: every INDEX_INTERVAL records, (offset, byte position, max ts before)."""
+    """Sparse index: every INDEX_INTERVAL records or INDEX_BATCHES batches, (offset, byte
+    position, max ts before)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -148,6 +152,7 @@ class _PartitionWriter:
         self._buffered = 0
         self._index_pending: list[bytes] = []
         self._next_index_offset = self.index.offsets[-1] + INDEX_INTERVAL
+        self._batches_since_index = 0
 
     def _recover(self) -> tuple[int, int, int]:
         """Find the end of the valid batches; cut off anything after it."""
@@ -194,7 +199,9 @@ class _PartitionWriter:
             key,
         )
         position = self.size + self._buffered
-        if base >= self._next_index_offset:
+        self._batches_since_index += 1
+        if base >= self._next_index_offset or self._batches_since_index > INDEX_BATCHES:
+            self._batches_since_index = 0
             entry = (base, position, self.max_ts)
             self._index_pending.append(b"%d %d %d\n" % entry)
             self.index.offsets.append(base)
