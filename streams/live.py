@@ -379,6 +379,8 @@ def run_paper(
         close = candle.timestamp + candle.interval_ms
         step_ms = candle.interval_ms
         if pacer.wait_for(close) > 0:
+            if observer is not None:
+                observer.behind(0)  # caught up
             commit()  # caught up: everything so far durable and projected before idling
             if not _sleep_until_due(pacer, close, should_stop, sleep):
                 stopped = True
@@ -582,6 +584,8 @@ def run_feed(
     for candle in candles:
         close = candle.timestamp + candle.interval_ms
         if pacer.wait_for(close) > 0:
+            if observer is not None:
+                observer.behind(0)  # caught up
             flush()
             if not _sleep_until_due(pacer, close, should_stop, sleep):
                 stopped = True
