@@ -147,7 +147,10 @@ class IntensityConfig(BaseModel):
 
 
 def _clamp(value: float, low: float, high: float) -> float:
-    return min(high, max(low, value))
+    # min(high, max(low, value)), which it replaces bit for bit (which of two equal values
+    # comes back included), without two calls of builtins on every closed trade.
+    value = value if value > low else low
+    return value if value < high else high
 
 
 def intensity_score(trades: Sequence[ClosedTrade], config: IntensityConfig) -> float:
@@ -174,8 +177,12 @@ def _score(window: Iterable[ClosedTrade], config: IntensityConfig) -> float:
             streak = 0
         cumulative += return_pct
         moved += abs(return_pct)
-        peak = max(peak, cumulative)
-        max_drawdown = max(max_drawdown, peak - cumulative)
+        # Two max() calls, spelt out for this loop that runs on every closed trade: a new
+        # peak is no fall (max_drawdown >= 0), below it the fall may be the largest.
+        if cumulative > peak:
+            peak = cumulative
+        elif peak - cumulative > max_drawdown:
+            max_drawdown = peak - cumulative
     if n < config.min_trades:
         return NEUTRAL_SCORE
     win_rate = wins / n
@@ -208,21 +215,18 @@ def intensity_parameters(score: float, config: IntensityConfig) -> IntensityPara
     linearly from its DRY end (score 0) to its WET end (score 1) and rounded to
     ``PARAMETER_DECIMALS`` decimals. Always within [dry, wet] (or [wet, dry] for cooldown)."""
     q = quantised_score(score, config)
-
-    def between(dry: float, wet: float) -> float:
-        value = round(dry + q * (wet - dry), PARAMETER_DECIMALS)
-        return _clamp(value, min(dry, wet), max(dry, wet))
-
     return IntensityParameters(
-        risk_pct=between(config.risk_pct_dry, config.risk_pct_wet),
-        max_total_exposure_pct=between(
-            config.max_total_exposure_pct_dry, config.max_total_exposure_pct_wet
-        ),
-        max_symbol_exposure_pct=between(
-            config.max_symbol_exposure_pct_dry, config.max_symbol_exposure_pct_wet
-        ),
-        cooldown_minutes=between(config.cooldown_minutes_dry, config.cooldown_minutes_wet),
+        _between(q, config.risk_pct_dry, config.risk_pct_wet),
+        _between(q, config.max_total_exposure_pct_dry, config.max_total_exposure_pct_wet),
+        _between(q, config.max_symbol_exposure_pct_dry, config.max_symbol_exposure_pct_wet),
+        _between(q, config.cooldown_minutes_dry, config.cooldown_minutes_wet),
     )
+
+
+def _between(q: float, dry: float, wet: float) -> float:
+    """The value at quantised score ``q`` from ``dry`` to ``wet``, rounded, kept within them."""
+    value = round(dry + q * (wet - dry), PARAMETER_DECIMALS)
+    return _clamp(value, min(dry, wet), max(dry, wet))
 
 
 class IntensityTracker:
@@ -280,8 +284,15 @@ class IntensityTracker:
             return None
         self._since_update = 0
         self._raw_score = _score(self._window, self.config)
-        self._score = quantised_score(self._raw_score, self.config)
-        parameters = intensity_parameters(self._score, self.config)
+        score = quantised_score(self._raw_score, self.config)
+        # Most trades leave the score on its level, and the parameters in force are those
+        # of the level in force (or of the neutral score it was quantised from, at the
+        # start); where quantising the level again keeps it, they are this level's too.
+        same_level = score == self._score and quantised_score(score, self.config) == score
+        self._score = score
+        if same_level:
+            return None
+        parameters = intensity_parameters(score, self.config)
         if parameters == self._parameters:
             return None
         self._parameters = parameters

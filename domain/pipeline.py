@@ -18,6 +18,7 @@ always give the same events, with the same derived ids.
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -89,15 +90,16 @@ class PaperTradingPipeline:
         # Risk Engine's configuration, changing only with a closed trade (and an event).
         self.intensity: IntensityTracker | None = None
         self._base_risk = risk_engine.config
-        intensity = risk_engine.config.intensity
-        if intensity is not None and intensity.enabled:
-            self.intensity = IntensityTracker(intensity)
-            self.risk = RiskEngine(with_intensity(self._base_risk, self.intensity.parameters))
         self.cost = cost
         self.portfolio = Portfolio(initial_cash)
         self.tracker = PerformanceTracker(initial_cash, interval_ms)
         self.trading_state: TradingState = "ACTIVE"
         self.risk_memory = RiskMemory()
+        intensity = risk_engine.config.intensity
+        if intensity is not None and intensity.enabled:
+            self.intensity = IntensityTracker(intensity)
+            self.risk = RiskEngine(with_intensity(self._base_risk, self.intensity.parameters))
+        self._settle_watch()
         self._pending: dict[str, _Pending] = {}
         self._ids = Sequencer(run_id)
         self._bar_ts: int | None = None
@@ -165,6 +167,7 @@ class PaperTradingPipeline:
             setattr(self, name, value)
         if self.intensity is not None:
             self.risk = RiskEngine(with_intensity(self._base_risk, self.intensity.parameters))
+        self._settle_watch()
 
     def sequence_positions(self) -> dict[str, int]:
         """The next sequence of each event type this pipeline would write."""
@@ -185,10 +188,11 @@ class PaperTradingPipeline:
         intensity = risk_engine.config.intensity
         if intensity is None or not intensity.enabled:
             self.intensity = None
-            return
-        if self.intensity is None or self.intensity.config != intensity:
-            self.intensity = IntensityTracker(intensity)  # other rules: a window of their own
-        self.risk = RiskEngine(with_intensity(self._base_risk, self.intensity.parameters))
+        else:
+            if self.intensity is None or self.intensity.config != intensity:
+                self.intensity = IntensityTracker(intensity)  # other rules: a window of their own
+            self.risk = RiskEngine(with_intensity(self._base_risk, self.intensity.parameters))
+        self._settle_watch()
 
     def continue_as(self, run_id: str) -> None:
         """From here on the events belong to ``run_id`` (a replay's own run); their
@@ -251,12 +255,12 @@ class PaperTradingPipeline:
         day = ts // DAY_MS
         new_day = day != self._day
         if new_day and self.risk.watches_day:
-            self._apply(
-                self.risk.monitor.on_new_day(self.risk_memory, self._equity, self.trading_state),
-                ts,
-                self.market_data_id(number),
-                out,
+            notices = self.risk.monitor.on_new_day(
+                self.risk_memory, self._equity, self.trading_state
             )
+            if notices:
+                self._apply(notices, ts, self.market_data_id(number), out)
+            self._settle_watch()  # a new day, a new high-water mark of the day
         symbol = candle.symbol
         portfolio = self.portfolio
         if self._pending:
@@ -267,11 +271,15 @@ class PaperTradingPipeline:
         if portfolio.open_count:
             equity = self._equity = portfolio.equity
             drawdown = portfolio.update_high_water_mark(equity)
-            risk = self.risk
-            # The hot path: most candles cross nothing, and nothing else is watched by default.
-            if (
-                drawdown >= risk.max_drawdown_pct or risk.watches_levels
-            ) and self.trading_state != "HALTED":
+            # The hot path: most marks cross no level (see _settle_watch), and without level
+            # rules one comparison says so.
+            if drawdown >= self._watch_from or (
+                self._watch_levels
+                and not (
+                    self._calm_from <= drawdown
+                    and self._calm_gap_from <= self._day_high - equity < self._calm_gap_to
+                )
+            ):
                 self._watch_drawdown(equity, drawdown, ts, number, out)
             self._in_market = True
         else:
@@ -495,9 +503,11 @@ class PaperTradingPipeline:
             self._apply(notices, candle.timestamp, result.event_id, out)
         # A fill can realise a loss that no later mark shows (flat again): the daily
         # drawdown, which resets at midnight, would miss it.
-        if risk.watches_levels and self.trading_state != "HALTED":
+        if self._watch_levels and not self._calm(self._equity, drawdown):
             notices = risk.monitor.watch_levels(self.risk_memory, self._equity, drawdown)
-            self._apply(notices, candle.timestamp, result.event_id, out)
+            if notices:
+                self._apply(notices, candle.timestamp, result.event_id, out)
+            self._settle_watch()
         if reduces and self.intensity is not None:
             invested = entry_price * fill.quantity
             changed = self.intensity.on_closed_trade(
@@ -509,6 +519,7 @@ class PaperTradingPipeline:
                 )
                 # From the next decision on; the Risk Engine reads it in the order of the log.
                 self.risk = RiskEngine(with_intensity(self._base_risk, changed))
+                self._settle_watch()
 
     def _order_result(
         self,
@@ -538,6 +549,39 @@ class PaperTradingPipeline:
             reason=reason,
         )
 
+    def _settle_watch(self) -> None:
+        """Work out which marks and fills the drawdown watch must see: those at or beyond
+        the halt limit, and with level rules those outside the band in which the monitor's
+        ``watch_levels`` would do nothing (``RiskMonitor.calm``); the others it would not
+        act on, so leaving them unseen changes no event. The band depends on the trading
+        state, the configuration and what the memory says about the levels, so it is settled
+        again whenever one of them changes; in between, each mark costs a few comparisons."""
+        risk = self.risk
+        self._watch_levels = False
+        self._calm_from, self._day_high = -math.inf, 0.0
+        self._calm_gap_from, self._calm_gap_to = -math.inf, math.inf
+        if self.trading_state == "HALTED":
+            # Halted for good: nothing is watched any more (as the state says).
+            self._watch_from = math.inf
+            return
+        self._watch_from = risk.max_drawdown_pct
+        if not risk.watches_levels:
+            return
+        calm = risk.monitor.calm(self.risk_memory)
+        self._watch_levels = True
+        self._watch_from = min(self._watch_from, calm.drawdown_high)
+        self._calm_from = calm.drawdown_low
+        self._day_high = calm.day_high_water_mark
+        self._calm_gap_from = calm.gap_low
+        self._calm_gap_to = calm.gap_high
+
+    def _calm(self, equity: float, drawdown: float) -> bool:
+        """Whether ``watch_levels`` would do nothing with this equity and drawdown."""
+        return (
+            self._calm_from <= drawdown < self._watch_from
+            and self._calm_gap_from <= self._day_high - equity < self._calm_gap_to
+        )
+
     def _watch_drawdown(
         self, equity: float, drawdown: float, ts: int, number: int, out: list[Event]
     ) -> None:
@@ -546,9 +590,12 @@ class PaperTradingPipeline:
         if state == self.trading_state:
             if risk.watches_levels:
                 notices = risk.monitor.watch_levels(self.risk_memory, equity, drawdown)
-                self._apply(notices, ts, self.market_data_id(number), out)
+                if notices:
+                    self._apply(notices, ts, self.market_data_id(number), out)
+                self._settle_watch()
             return
         self.trading_state = state
+        self._settle_watch()
         limit = risk.config.max_drawdown_pct
         alert = self._alert(
             ts,
@@ -571,6 +618,7 @@ class PaperTradingPipeline:
                 state = self.risk.monitor.trading_state(self.risk_memory, self.trading_state)
                 if state != self.trading_state:
                     self.trading_state = state
+                    self._settle_watch()
                     out.append(self._risk_state(ts, alert.event_id, notice.code))
             if notice.level == "CRITICAL":
                 self._trip_kill_switch(ts, alert, out)

@@ -29,7 +29,10 @@ class RiskEngine:
     """Decides on proposals with an ordered chain of rules.
 
     The first rule that rejects ends the chain. A resize carries its reason code through
-    to the decision, so every changed size is explained; the last resize wins.
+    to the decision, so every changed size is explained; the last resize wins. An entry
+    runs through the rules that act on entries, an exit through those that act on exits
+    (``acts_on``): a rule left out would have passed it unchanged, so the verdict is the
+    whole chain's.
     """
 
     def __init__(self, config: RiskConfig, rules: Sequence[RiskRule] | None = None) -> None:
@@ -37,6 +40,8 @@ class RiskEngine:
         self.rules: tuple[RiskRule, ...] = (
             tuple(rules) if rules is not None else default_rules(config)
         )
+        self._entry_rules = tuple(r for r in self.rules if getattr(r, "acts_on", None) != "exits")
+        self._exit_rules = tuple(r for r in self.rules if getattr(r, "acts_on", None) != "entries")
         self.monitor = RiskMonitor(config)
         # What the pipeline must tell the monitor; all False for the default configuration,
         # which then costs nothing beyond the drawdown halt.
@@ -50,16 +55,16 @@ class RiskEngine:
         reason = reasons.OK
         sized: float | None = None
         current = proposal
-        for rule in self.rules:
-            before = current.quantity
-            outcome = rule.check(current, ctx)
-            if outcome.proposal is None:
-                return Verdict(False, 0.0, outcome.reason_code or "REJECTED", sized)
-            current = outcome.proposal
-            if before is None and current.quantity is not None:
-                sized = current.quantity
-            if outcome.reason_code is not None:
-                reason = outcome.reason_code
+        # A rule resizes or rejects, never turns an entry into an exit: the side holds.
+        for rule in self._entry_rules if proposal.side == "BUY" else self._exit_rules:
+            checked, code = rule.check(current, ctx)
+            if checked is None:
+                return Verdict(False, 0.0, code or "REJECTED", sized)
+            if current.quantity is None and checked.quantity is not None:
+                sized = checked.quantity
+            current = checked
+            if code is not None:
+                reason = code
         assert current.quantity is not None, "a rule chain must size every approved order"
         return Verdict(True, current.quantity, reason, sized)
 

@@ -7,7 +7,9 @@ and ``RiskState`` events, in the order given.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
+from typing import NamedTuple
 
 from domain.events.risk import TradingState
 from domain.risk import reasons
@@ -25,7 +27,56 @@ def _later(until: dict[str, int], symbol: str, time: int) -> None:
 def _drawdown_pct(high_water_mark: float, equity: float) -> float:
     if high_water_mark <= 0.0:
         return 0.0
-    return max(0.0, (high_water_mark - equity) / high_water_mark * 100.0)
+    return _gap_pct(high_water_mark, high_water_mark - equity)
+
+
+def _gap_pct(high_water_mark: float, gap: float) -> float:
+    """The drawdown of an equity ``gap`` below a positive ``high_water_mark``, in percent."""
+    return max(0.0, gap / high_water_mark * 100.0)
+
+
+# How far from its first guess ``_smallest_gap_reaching`` looks on the float grid: the guess
+# is off by a few units in the last place at most, unless the level is degenerate.
+_GRID_STEPS = 8
+
+
+def _smallest_gap_reaching(high_water_mark: float, level: float) -> float | None:
+    """The smallest gap below a positive ``high_water_mark`` whose drawdown, as
+    ``_gap_pct`` computes it, reaches ``level``; None if it is not found near the guess.
+
+    That computation never falls as the gap grows (each rounded step is monotonic), so
+    every smaller gap's drawdown is below ``level`` and this one's and every larger one's is
+    not: comparing a gap with the result is comparing its drawdown with ``level``, bit for
+    bit. (In gaps, not equities: near the high-water mark many equities share one gap.)
+    """
+    gap = high_water_mark * level / 100.0
+    for _ in range(_GRID_STEPS):
+        if _gap_pct(high_water_mark, gap) < level:
+            break
+        gap = math.nextafter(gap, -math.inf)
+    else:
+        return None
+    for _ in range(_GRID_STEPS):
+        gap = math.nextafter(gap, math.inf)
+        if _gap_pct(high_water_mark, gap) >= level:
+            return gap
+    return None
+
+
+class Calm(NamedTuple):
+    """Where ``watch_levels`` has nothing to do: with ``drawdown_low <= drawdown_pct <
+    drawdown_high`` and ``gap_low <= day_high_water_mark - equity < gap_high`` it changes no
+    memory and raises no notice, so a caller may leave it uncalled. It holds until the
+    memory changes."""
+
+    drawdown_low: float
+    drawdown_high: float
+    day_high_water_mark: float
+    gap_low: float
+    gap_high: float
+
+
+_NEVER_CALM = Calm(math.inf, -math.inf, 0.0, math.inf, -math.inf)
 
 
 class RiskMonitor:
@@ -135,6 +186,48 @@ class RiskMonitor:
                 moves_state=True,
             )
         ]
+
+    def calm(self, memory: RiskMemory) -> Calm:
+        """The band of drawdown and equity in which ``watch_levels`` would do nothing.
+
+        Most marks fall inside it: below every warning that has not fired, at or above one
+        that has (it re-arms only on recovery), not above the day's high-water mark (a new
+        one must be recorded). The bounds are exact: the gap bounds are where the daily
+        drawdown, as ``watch_levels`` computes it from the gap, crosses its levels.
+        """
+        config = self.config
+        warning = config.drawdown_warning_pct
+        if warning is None:
+            drawdown_low, drawdown_high = -math.inf, math.inf
+        elif memory.drawdown_warned:
+            drawdown_low, drawdown_high = warning, math.inf
+        else:
+            drawdown_low, drawdown_high = -math.inf, warning
+        if not self._watches_day_drawdown:
+            return Calm(drawdown_low, drawdown_high, 0.0, -math.inf, math.inf)
+        high_water_mark = memory.day_high_water_mark
+        if high_water_mark <= 0.0:
+            return _NEVER_CALM
+        # The daily drawdowns [daily_low, daily_high) that leave the memory as it is.
+        limit = config.max_daily_drawdown_pct
+        daily_warning = config.daily_drawdown_warning_pct
+        # Once the limit is hit, any daily drawdown at or above the warning (or any at all,
+        # without a warning) is taken as given until the next day.
+        beyond = math.inf if memory.daily_limit_hit or limit is None else limit
+        if not memory.daily_drawdown_warned:
+            daily_low, daily_high = 0.0, beyond if daily_warning is None else daily_warning
+        else:
+            daily_low, daily_high = (0.0 if daily_warning is None else daily_warning), beyond
+        # A gap below 0 is an equity above the day's high-water mark: a new one to record.
+        gap_low: float | None = 0.0
+        if daily_low > 0.0:
+            gap_low = _smallest_gap_reaching(high_water_mark, daily_low)
+        gap_high: float | None = math.inf
+        if daily_high != math.inf:
+            gap_high = _smallest_gap_reaching(high_water_mark, daily_high)
+        if gap_low is None or gap_high is None:
+            return _NEVER_CALM
+        return Calm(drawdown_low, drawdown_high, high_water_mark, gap_low, gap_high)
 
     def watch_levels(self, memory: RiskMemory, equity: float, drawdown_pct: float) -> list[Notice]:
         """The drawdown warning and the daily drawdown, after a mark or a fill.
