@@ -113,8 +113,16 @@ def prepare_run(
     chosen = choose_run_id(
         log, run_id, derived_run_id(config.config_hash(), [s.sha256 for s in sources])
     )
+    return metadata_of(config, sources, chosen)
+
+
+def metadata_of(
+    config: BacktestConfig, sources: Sequence[CandleSource], run_id: str
+) -> BacktestRunMetadata:
+    """The metadata of a run of ``config`` over ``sources`` under ``run_id`` (a live run
+    of the same sources has the very same)."""
     return run_metadata_event(
-        chosen,
+        run_id,
         timestamp=min(s.first_timestamp for s in sources),
         code_version=code_version(),
         config=config,

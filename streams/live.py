@@ -37,16 +37,23 @@ from typing import Any, Protocol
 from domain.events import (
     BacktestRunMetadata,
     Candle,
-    DataSource,
     Event,
     MarketDataCompleted,
     RunCompleted,
 )
 from domain.pipeline import PaperTradingPipeline
-from domain.run_config import BacktestConfig, derived_run_id, run_metadata_event
+from domain.run_config import BacktestConfig, derived_run_id
 from domain.strategies import strategy_params
 from streams import topics
-from streams.backtest import BATCH, Ingest, RunExists, RunIdError, RunWriter, code_version
+from streams.backtest import (
+    BATCH,
+    Ingest,
+    RunExists,
+    RunIdError,
+    RunWriter,
+    code_version,
+    metadata_of,
+)
 from streams.codec import decode_view, decode_views, encode, encode_market_data
 from streams.csv_source import CandleSource, merged_candles
 from streams.embedded_log import EmbeddedLog
@@ -117,22 +124,6 @@ class Pacer:
         return max(0, int((now_ms - close_ms) // step_ms))
 
 
-def live_metadata(
-    config: BacktestConfig, sources: Sequence[CandleSource], run_id: str
-) -> BacktestRunMetadata:
-    """The metadata a backtest of ``sources`` writes under ``run_id``."""
-    return run_metadata_event(
-        run_id,
-        timestamp=min(s.first_timestamp for s in sources),
-        code_version=code_version(),
-        config=config,
-        data_sources=[
-            DataSource(symbol=s.symbol, name=s.name, sha256=s.sha256, interval=s.interval)
-            for s in sources
-        ],
-    )
-
-
 @dataclass
 class _LoggedRun:
     metadata: BacktestRunMetadata
@@ -176,11 +167,11 @@ def choose_live_run(
         candidates = [wanted]
     else:
         candidates = [derived, *(f"{derived}-{n}" for n in range(2, len(runs) + 3))]
-    fresh = live_metadata(config, sources, candidates[0])
+    fresh = metadata_of(config, sources, candidates[0])
     for run_id in candidates:
         logged = runs.get(run_id)
         if logged is None:
-            return live_metadata(config, sources, run_id), False
+            return metadata_of(config, sources, run_id), False
         if logged.completed:
             if wanted is not None:
                 raise RunExists(f"run {wanted!r} is complete; choose another --run-id")
@@ -617,7 +608,6 @@ __all__ = [
     "LiveOutcome",
     "Pacer",
     "choose_live_run",
-    "live_metadata",
     "run_feed",
     "run_paper",
 ]
