@@ -55,7 +55,7 @@ from redis.retry import Retry
 from sqlalchemy import Connection, Engine, func, select
 
 from projections import tables
-from projections.status import NoSuchRun, latest_run_id
+from projections.status import NoSuchRun, last_closes, latest_run_id, marked_equity
 from streams.observability import Health
 
 RISK_STATE_KEY = "risk_state:persistence"
@@ -240,16 +240,11 @@ def _snapshot(conn: Connection, run_id: str) -> RiskSnapshot:
         .order_by(pos.c.symbol)
     ).all()
     candles = tables.candles
+    closes = last_closes(conn, run_id, [str(symbol) for symbol, _, _ in held])
     positions: dict[str, float] = {}
     exposure = marked = 0.0
     for symbol, quantity, last_price in held:
-        close = conn.execute(
-            select(candles.c.close)
-            .where(candles.c.run_id == run_id, candles.c.symbol == symbol)
-            .order_by(candles.c.timestamp.desc())
-            .limit(1)
-        ).scalar()
-        price = close if close is not None else last_price
+        price = closes.get(str(symbol), last_price)
         positions[str(symbol)] = float(quantity)
         if price is not None:
             exposure += abs(float(quantity)) * float(price)
@@ -259,9 +254,7 @@ def _snapshot(conn: Connection, run_id: str) -> RiskSnapshot:
     ).scalar()
 
     if portfolio is not None:
-        equity = float(portfolio.cash) + marked
-        high_water = max(float(portfolio.high_water_mark or 0.0), equity)
-        drawdown = max(0.0, (high_water - equity) / high_water * 100.0) if high_water > 0 else 0.0
+        equity, _, drawdown = marked_equity(portfolio.cash, portfolio.high_water_mark, marked)
     else:
         equity = float(initial_cash[0] or 0.0) + marked
         drawdown = float(state.drawdown_pct or 0.0) if state is not None else 0.0

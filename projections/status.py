@@ -31,6 +31,33 @@ def latest_run_id(conn: Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
+def last_closes(conn: Connection, run_id: str, symbols: list[str]) -> dict[str, float]:
+    """The last projected close of each of ``symbols`` in the run (those with candles)."""
+    candles = tables.candles
+    closes: dict[str, float] = {}
+    for symbol in symbols:
+        close = conn.execute(
+            select(candles.c.close)
+            .where(candles.c.run_id == run_id, candles.c.symbol == symbol)
+            .order_by(candles.c.timestamp.desc())
+            .limit(1)
+        ).scalar()
+        if close is not None:
+            closes[symbol] = float(close)
+    return closes
+
+
+def marked_equity(
+    cash: float, high_water_mark: float | None, marked: float
+) -> tuple[float, float, float]:
+    """(equity, high-water mark, drawdown %) of a snapshot's cash plus open positions
+    marked at ``marked``: snapshots come with fills and daily, prices move in between."""
+    equity = float(cash) + marked
+    high_water = max(float(high_water_mark or 0.0), equity)
+    drawdown = max(0.0, (high_water - equity) / high_water * 100.0) if high_water > 0 else 0.0
+    return equity, high_water, drawdown
+
+
 def latest_run_id_of(engine: Engine) -> str:
     """``latest_run_id`` on a connection of its own; NoSuchRun when there is no run."""
     with engine.connect() as conn:
@@ -80,17 +107,7 @@ def run_status(engine: Engine, run_id: str | None = None) -> dict[str, Any]:
         fills = conn.execute(
             select(func.count()).where(tables.trades.c.run_id == run_id)
         ).scalar_one()
-        closes: dict[str, float] = {}
-        for row in held:
-            symbol = row._mapping["symbol"]
-            close = conn.execute(
-                select(candles.c.close)
-                .where(candles.c.run_id == run_id, candles.c.symbol == symbol)
-                .order_by(candles.c.timestamp.desc())
-                .limit(1)
-            ).scalar()
-            if close is not None:
-                closes[str(symbol)] = float(close)
+        closes = last_closes(conn, run_id, [str(row._mapping["symbol"]) for row in held])
     positions = []
     marked = 0.0
     for row in held:
@@ -115,9 +132,7 @@ def run_status(engine: Engine, run_id: str | None = None) -> dict[str, Any]:
     equity = drawdown = high_water = None
     if snapshot is not None:
         s = snapshot._mapping
-        equity = float(s["cash"]) + marked
-        high_water = max(float(s["high_water_mark"]), equity)
-        drawdown = (high_water - equity) / high_water * 100 if high_water > 0 else 0.0
+        equity, high_water, drawdown = marked_equity(s["cash"], s["high_water_mark"], marked)
     return {
         "run_id": run_id,
         "status": runs["status"],
