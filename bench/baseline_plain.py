@@ -14,7 +14,7 @@ def main(path: str) -> None:
     closes: list[float] = []
     cash, qty, fee = 10_000.0, 0.0, 0.001
     pending: str | None = None
-    prev: tuple[float, float] | None = None
+    last_side = 0  # sign of fast - slow on the last candle where they differed
     candles = 0
     with open(path, encoding="utf-8") as handle:
         next(handle)
@@ -35,12 +35,11 @@ def main(path: str) -> None:
             if len(closes) == slow_n:
                 fast = sum(closes[-fast_n:]) / fast_n
                 slow = sum(closes) / slow_n
-                if prev is not None:
-                    if prev[0] <= prev[1] and fast > slow:
-                        pending = "BUY"
-                    elif prev[0] >= prev[1] and fast < slow:
-                        pending = "SELL"
-                prev = (fast, slow)
+                side = (fast > slow) - (fast < slow)
+                if side:  # a tie is no side: a touch that returns is no cross
+                    if last_side and side != last_side:
+                        pending = "BUY" if side > 0 else "SELL"
+                    last_side = side
     print(f"candles={candles} equity={cash + qty * close:.2f}")
 
 

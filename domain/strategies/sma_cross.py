@@ -26,12 +26,18 @@ class SmaCrossParams(StrategyParams):
 class SmaCross:
     """BUY when the fast SMA of closes crosses above the slow one, SELL when it crosses below.
 
-    A cross needs both averages on the previous candle and on this one, so the first
-    possible signal comes on candle ``slow + 1``. Both averages share one ring buffer of the
-    last ``slow`` closes: two additions and two subtractions per candle, whatever the
-    lengths. When the two averages are so close that rounding could decide the comparison
-    (within a billionth of the price), the windows are summed exactly instead: a flat
-    market is a tie, never a spurious cross.
+    A cross is a change of sign of ``fast SMA - slow SMA`` between the last candle on which
+    that difference was non-zero and this one (the definition of backtrader's ``CrossOver``).
+    A tie (both averages equal) is no side at all: a touch that returns to the side it came
+    from is no cross, and a touch that passes through is one cross, on the candle where the
+    difference becomes non-zero on the other side. The first non-zero difference of a run has
+    nothing before it to cross (a trend already under way is not signalled), even when the
+    windows tied until then. So the first possible signal comes on candle ``slow + 1``.
+
+    Both averages share one ring buffer of the last ``slow`` closes: two additions and two
+    subtractions per candle, whatever the lengths. When the two averages are so close that
+    rounding could decide the comparison (within a billionth of the price), the windows are
+    summed exactly instead, so a tie is recognised as one and rounding never makes a cross.
     """
 
     strategy_id: ClassVar[str] = "sma_cross"
@@ -45,7 +51,8 @@ class SmaCross:
         self._count = 0
         self._sum_fast = 0.0
         self._sum_slow = 0.0
-        self._prev_side: int | None = None  # sign of fast - slow on the previous candle
+        # Sign of fast - slow on the last candle where it was non-zero; None before that.
+        self._prev_side: int | None = None
 
     def on_candle(self, candle: Bar) -> SignalIntent | None:
         fast_len, slow_len = self.params.fast, self.params.slow
@@ -70,15 +77,13 @@ class SmaCross:
             side = -1
         else:
             side = self._exact_side()
+        if side == 0:
+            return None  # a tie keeps the side the averages were on before it
         prev = self._prev_side
         self._prev_side = side
-        if prev is None:
+        if prev == side or prev is None:
             return None
-        if prev <= 0 < side:
-            return _CROSS_UP
-        if prev >= 0 > side:
-            return _CROSS_DOWN
-        return None
+        return _CROSS_UP if side > 0 else _CROSS_DOWN
 
     def _exact_side(self) -> int:
         """Sign of fast SMA - slow SMA in exact rational arithmetic; resyncs the sums."""

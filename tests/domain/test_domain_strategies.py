@@ -124,12 +124,45 @@ def test_sma_cross_a_plateau_after_a_fall_is_a_tie_even_when_running_sums_drift(
     assert _signals(_sma(2, 3), closes([2.6, 3.0, 2.0, *[0.3] * 6])) == {}
 
 
-def test_sma_cross_from_a_tie_a_move_either_way_is_a_cross() -> None:
-    # fast 2, slow 3 on [1, 1, 1, 2, 2, 0]: tie at candle 2, then fast 1.5 > slow 1.33 at
-    # candle 3 -> BUY; candle 4: fast 2 > slow 1.67; candle 5: fast 1 < slow 1.33 -> SELL
-    signals = _signals(_sma(2, 3), closes([1, 1, 1, 2, 2, 0]))
-    assert signals == {
+def test_sma_cross_a_touch_that_returns_is_no_cross() -> None:
+    # fast 2, slow 3 on [2, 1, 2, 1, 3, 1]:
+    # candle 2: fast 1.5 < slow 1.67; candle 3: fast 1.5 > slow 1.33 -> crossed above: BUY
+    # candle 4: fast 2 = slow 2 (a touch); candle 5: fast 2 > slow 1.67, back above: no cross
+    assert _signals(_sma(2, 3), closes([2, 1, 2, 1, 3, 1])) == {
         3: SignalIntent("BUY", "SMA_CROSS_UP"),
+    }
+    # the mirror image below: SELL on the cross, nothing on the return
+    # (candle 2: 2 > 1.67 above; 3: 2 < 2.33 SELL; 4: 2 = 2; 5: 1.5 < 1.67 below again)
+    assert _signals(_sma(2, 3), closes([1, 3, 2, 2, 2, 1])) == {
+        3: SignalIntent("SELL", "SMA_CROSS_DOWN"),
+    }
+
+
+def test_sma_cross_a_touch_that_passes_through_is_one_cross_after_the_tie() -> None:
+    # fast 2, slow 3 on [1, 2, 2, 2, 1]: above on candle 2 (2 > 1.67), a tie on candle 3
+    # (2 = 2), below on candle 4 (1.5 < 1.67): the SELL comes on candle 4, not on the tie
+    assert _signals(_sma(2, 3), closes([1, 2, 2, 2, 1])) == {
+        4: SignalIntent("SELL", "SMA_CROSS_DOWN"),
+    }
+
+
+def test_sma_cross_several_candles_of_equality_remember_the_side_before_them() -> None:
+    # fast 2, slow 3: BUY on candle 3 (2 > 1.67), ties on candles 4-6 (a flat 2),
+    # then candle 7 back above (2.5 > 2.33): no cross; or candle 6 below (1.5 < 1.67): SELL
+    assert _signals(_sma(2, 3), closes([2, 1, 2, 2, 2, 2, 2, 3])) == {
+        3: SignalIntent("BUY", "SMA_CROSS_UP"),
+    }
+    assert _signals(_sma(2, 3), closes([2, 1, 2, 2, 2, 2, 1])) == {
+        3: SignalIntent("BUY", "SMA_CROSS_UP"),
+        6: SignalIntent("SELL", "SMA_CROSS_DOWN"),
+    }
+
+
+def test_sma_cross_a_tie_on_the_first_full_window_gives_no_side_to_cross_from() -> None:
+    # fast 2, slow 3 on [1, 1, 1, 2, 2, 0]: a tie on candle 2, the first full window; the
+    # first side is candle 3's (1.5 > 1.33), a trend with nothing before it, so no BUY;
+    # candle 4: 2 > 1.67 still above; candle 5: 1 < 1.33 -> crossed below: SELL
+    assert _signals(_sma(2, 3), closes([1, 1, 1, 2, 2, 0])) == {
         5: SignalIntent("SELL", "SMA_CROSS_DOWN"),
     }
 
@@ -169,14 +202,15 @@ def test_sma_cross_matches_a_naive_exact_recomputation(
     fast, slow = sorted(lengths)
     sides = _naive_sides(values, fast, slow)
     expected: dict[int, SignalIntent] = {}
-    for i in range(1, len(values)):
-        prev, side = sides[i - 1], sides[i]
-        if prev is None or side is None:
+    last_side = 0  # the sign of the last non-zero difference; 0 before there was one
+    for i, side in enumerate(sides):
+        if not side:
             continue
-        if prev <= 0 < side:
-            expected[i] = SignalIntent("BUY", "SMA_CROSS_UP")
-        elif prev >= 0 > side:
-            expected[i] = SignalIntent("SELL", "SMA_CROSS_DOWN")
+        if last_side and side != last_side:
+            expected[i] = SignalIntent(
+                *(("BUY", "SMA_CROSS_UP") if side > 0 else ("SELL", "SMA_CROSS_DOWN"))
+            )
+        last_side = side
     assert _signals(_sma(fast, slow), closes(values)) == expected
 
 
