@@ -4,6 +4,7 @@ run configuration options, and how times and numbers are shown."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -32,6 +33,79 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+# The run metadata holds the seed as a signed 64-bit integer (as do the read models).
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+
+
+def seed_arg(text: str) -> int:
+    """``--seed``: a whole number the run metadata can hold."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text} is outside the 64-bit range a seed has (-2^63 to 2^63-1)"
+        )
+    return seed
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def cash_arg(text: str) -> float:
+    """``--cash``: a finite amount above zero."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the initial cash must be above 0")
+    return value
+
+
+def bps_arg(text: str) -> float:
+    """``--fee-bps``, ``--slippage-bps``: basis points from 0 to 10,000 (100%)."""
+    value = _finite(text)
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 10000 basis points")
+    return value
+
+
+def seconds_arg(text: str) -> float:
+    """A wait: a finite number of seconds above zero."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
+    return value
+
+
+def port_arg(text: str) -> int:
+    """``--metrics-port``: a TCP port, 0 for any free one, or -1 for none."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not -1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: 1-65535, 0 (any) or -1 (none)")
+    return value
+
+
+def count_arg(text: str) -> int:
+    """A count of records: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative: give 0 or more")
+    return value
+
+
 def settings_of(args: argparse.Namespace) -> bootstrap.Settings:
     try:
         return bootstrap.settings(
@@ -39,7 +113,7 @@ def settings_of(args: argparse.Namespace) -> bootstrap.Settings:
             getattr(args, "log", None),
             getattr(args, "store", None),
         )
-    except (LogError, StoreError) as exc:
+    except (LogError, StoreError, bootstrap.SettingsError) as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -75,12 +149,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--risk-config", type=Path, metavar="FILE", help="RiskConfig (TOML or JSON)"
     )
-    parser.add_argument("--cash", type=float, default=10_000.0, help="initial cash (default 10000)")
     parser.add_argument(
-        "--fee-bps", type=float, default=10.0, help="fee in basis points (default 10)"
+        "--cash", type=cash_arg, default=10_000.0, help="initial cash, above 0 (default 10000)"
     )
     parser.add_argument(
-        "--slippage-bps", type=float, default=0.0, help="slippage in basis points (default 0)"
+        "--fee-bps", type=bps_arg, default=10.0, help="fee in basis points, 0-10000 (default 10)"
+    )
+    parser.add_argument(
+        "--slippage-bps",
+        type=bps_arg,
+        default=0.0,
+        help="slippage in basis points, 0-10000 (default 0)",
     )
 
 

@@ -27,7 +27,9 @@ from cdb.common import (
     add_run_arguments,
     fmt,
     fmt_time,
+    port_arg,
     run_config_of,
+    seed_arg,
     settings_of,
     time_arg,
 )
@@ -111,7 +113,12 @@ def add_mock_feed_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _feed_arguments(parser: argparse.ArgumentParser) -> None:
     add_mock_feed_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0, help="mock feed: the seed (default 0)")
+    parser.add_argument(
+        "--seed",
+        type=seed_arg,
+        default=0,
+        help="mock feed: the seed (default 0; -2^63 to 2^63-1)",
+    )
     parser.add_argument(
         "--data",
         action="append",
@@ -129,7 +136,7 @@ def _feed_arguments(parser: argparse.ArgumentParser) -> None:
 def add_service_arguments(parser: argparse.ArgumentParser, port: int) -> None:
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_arg,
         default=None,
         help=f"serve /health and /metrics on this port (default {port}, if it is free; "
         "0: any free port; -1: none)",
@@ -289,6 +296,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
     health.require("log")
     if not args.no_project:
         health.require("store")
+    bootstrap.make_data_dir(settings)
     try:
         log = bootstrap.open_log(settings)
         assert isinstance(log, EmbeddedLog)
@@ -469,7 +477,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             status = run_status(engine, args.run_id)
         except NoSuchRun as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(
+                f"{exc} ({settings.store_location}): `cdb backtest` or `cdb paper` makes one"
+            ) from None
         if lag is not None:
             status["lag"] = lag
     finally:

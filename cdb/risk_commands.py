@@ -28,7 +28,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
 
 from cdb import bootstrap
-from cdb.common import UsageError, settings_of
+from cdb.common import UsageError, seconds_arg, settings_of
 from cdb.live_commands import Stop, add_service_arguments, serve
 from projections.risk_cache import (
     RiskCacheAuthError,
@@ -51,7 +51,7 @@ def add_parsers(commands: Any, places: argparse.ArgumentParser) -> None:
     )
     intensity.add_argument("--run-id", help="default: the newest unfinished run, else the newest")
     intensity.add_argument(
-        "--interval", type=float, default=1.0, help="seconds between passes (default 1)"
+        "--interval", type=seconds_arg, default=1.0, help="seconds between passes (default 1)"
     )
     intensity.add_argument(
         "--redis",
@@ -93,8 +93,6 @@ class _IntensityMetrics:
 
 
 def cmd_intensity(args: argparse.Namespace) -> int:
-    if args.interval <= 0:
-        raise UsageError("--interval must be positive")
     settings = settings_of(args)
     url = args.redis or redis_url_from_environment()
     health, metrics = Health(), Metrics()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from cdb import bootstrap
+from projections.store import StoreError
+from streams.log_port import LogError
 
 SEED_VARIABLES = (
     "CDB_DATA_DIR",
@@ -60,3 +63,56 @@ def test_the_environment_and_options_win_over_dotenv(
     monkeypatch.setenv("CDB_DATA_DIR", "/from/environment")
     assert bootstrap.settings().data_dir == Path("/from/environment")
     assert bootstrap.settings(data_dir="/from/option").data_dir == Path("/from/option")
+
+
+@pytest.mark.parametrize(
+    "url", ["kafka://localhost:9092", "kafka://a:1,b:65535", "kafka://[::1]:9092/"]
+)
+def test_kafka_addresses_with_port_numbers_are_taken(project_root: Path, url: str) -> None:
+    assert bootstrap.settings(log_url=url).log_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("kafka://localhost:abc", "the port 'abc' is not a number"),
+        ("kafka://localhost:0", "the port '0' is not a number 1-65535"),
+        ("kafka://localhost:9092,otherhost", "'otherhost' is not HOST:PORT"),
+        ("kafka://:9092", "':9092' is not HOST:PORT"),
+    ],
+)
+def test_a_kafka_address_without_a_port_number_is_refused(
+    project_root: Path, url: str, says: str
+) -> None:
+    with pytest.raises(LogError, match=re.escape(says)):
+        bootstrap.settings(log_url=url)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://claire:s3cret@db:notaport/claire_de_binare", "'notaport'"),
+        ("postgresql://claire:s3cret@db:65536/claire_de_binare", "'65536'"),
+        ("postgres://claire:s3cret@[::1]:x/claire_de_binare", "'x'"),
+    ],
+)
+def test_a_store_url_whose_port_is_not_a_number_is_refused_without_its_password(
+    project_root: Path, url: str, says: str
+) -> None:
+    with pytest.raises(StoreError) as refused:
+        bootstrap.settings(store_url=url)
+    assert says in str(refused.value) and "s3cret" not in str(refused.value)
+    assert "claire:***@" in str(refused.value)
+
+
+def test_a_store_url_with_a_port_number_is_taken(project_root: Path) -> None:
+    url = "postgresql://claire:s3cret@[::1]:6543/claire_de_binare?connect_timeout=5"
+    assert bootstrap.settings(store_url=url).store_url == url.replace(
+        "postgresql://", "postgresql+psycopg://"
+    )
+
+
+def test_a_dotenv_that_is_not_utf8_is_refused(project_root: Path) -> None:
+    (project_root / ".env").write_bytes(b"POSTGRES_PASSWORD=\xe9t\xe9\n")
+    with pytest.raises(bootstrap.SettingsError, match="not UTF-8"):
+        bootstrap.settings()
