@@ -11,21 +11,30 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import create_engine, select
+from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.exc import OperationalError
 
 from cdb import bootstrap, live_commands, risk_commands
-from cdb.common import EXIT_USAGE, UsageError, add_run_arguments, run_config_of
 from cdb.common import Parser as _Parser
+from cdb.common import (
+    UsageError,
+    add_run_arguments,
+    count_arg,
+    run_config_of,
+    seconds_arg,
+    seed_arg,
+)
 from cdb.common import fmt as _fmt
 from cdb.common import fmt_time as _fmt_time
 from cdb.common import settings_of as _settings
 from cdb.common import time_arg as _time_arg
+from cdb.error_lines import Places, failure_of, verbose_from_environment
 from cdb.risk_file import RiskConfigError, risk_config_from
 from domain.strategies import StrategyConfigError
 from projections import tables
@@ -35,8 +44,8 @@ from projections.projector import ProjectionError, catch_up, projector_name
 from projections.rebuild import rebuild
 from projections.report import render_report
 from projections.status import rejections_by_reason
-from projections.store import normalise_store_url, upgrade
-from streams.backtest import BacktestOutcome, RunIdError, run_backtest
+from projections.store import StoreError, normalise_store_url, upgrade
+from streams.backtest import BacktestOutcome, RunIdError, existing_run_ids, run_backtest
 from streams.csv_source import CandleSource, CsvCandleSource, DataSourceError
 from streams.digest import log_digest
 from streams.embedded_log import EmbeddedLog
@@ -47,9 +56,19 @@ from streams.snapshots import SNAPSHOT_EVERY
 
 # -- parser -----------------------------------------------------------------------------------
 
+EXIT_CODES = """exit codes:
+  0    done
+  1    an internal error (a bug in cdb): one line, the traceback with --verbose
+  2    bad input, or a database, broker or file system that refuses or fails: one line
+       with the cause and what to do
+  130  interrupted (Ctrl-C); the log keeps every committed event
+
+Every error is one line on stderr starting 'cdb: error:'. --verbose (or $CDB_VERBOSE=1)
+prints the traceback before it."""
+
 
 def _parser() -> argparse.ArgumentParser:
-    # --data-dir and --log are accepted before or after the subcommand.
+    # --data-dir, --log, --store and --verbose are accepted before or after the subcommand.
     places = _Parser(add_help=False)
     places.add_argument(
         "--data-dir",
@@ -71,8 +90,18 @@ def _parser() -> argparse.ArgumentParser:
         help="the read models: sqlite:///FILE (default, in the data directory) or "
         f"postgresql://USER:PASSWORD@HOST:PORT/claire_de_binare (default ${bootstrap.STORE_ENV})",
     )
+    places.add_argument(
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="on an error, print the traceback before the one-line message (also $CDB_VERBOSE=1)",
+    )
     parser = _Parser(
-        prog="cdb", description="Claire de Binare: event-sourced paper trading.", parents=[places]
+        prog="cdb",
+        description="Claire de Binare: event-sourced paper trading.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[places],
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -96,9 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     add_run_arguments(bt)
     bt.add_argument(
         "--seed",
-        type=int,
+        type=seed_arg,
         default=0,
-        help="recorded in the run metadata; the mock feed's seed (default 0)",
+        help="recorded in the run metadata; the mock feed's seed (default 0; -2^63 to 2^63-1)",
     )
     bt.add_argument("--run-id", help="name the run (default: derived from config and data)")
     bt.add_argument("--report", type=Path, metavar="FILE.html", help="write an HTML report")
@@ -119,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument("--from-time", help="epoch ms or ISO time (UTC)")
     read.add_argument("--to-time", help="epoch ms or ISO time (UTC), exclusive")
     read.add_argument("--run-id", help="only records of this run")
-    read.add_argument("--limit", type=int, help="at most this many records")
+    read.add_argument("--limit", type=count_arg, metavar="N", help="at most N records (N >= 0)")
     digest = log_commands.add_parser(
         "digest", help="sha256 over events (see docs/log.md)", parents=[places]
     )
@@ -141,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     project.add_argument("--batch-size", type=int, default=2000, help="events per transaction")
     project.add_argument(
         "--poll",
-        type=float,
+        type=seconds_arg,
         default=0.5,
         help="seconds between idle polls (embedded log); on Kafka, records are folded as "
         "they arrive and this is the longest wait before a stop is noticed",
@@ -238,11 +267,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     started = time.perf_counter()  # for the elapsed figure only; nothing decides on it
     sources = live_commands.sources_of(args)
     if args.report is not None:
-        # Made before the run, so a report that cannot be written fails before any work.
-        try:
-            args.report.resolve().parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot write report {args.report}: {exc.strerror or exc}") from None
+        # Checked before the run, so a report that cannot be written fails before any work.
+        _check_report_path(args.report)
     config = run_config_of(args, args.seed)
     settings = _settings(args)
     size = sum(s.size for s in sources if isinstance(s, CsvCandleSource))
@@ -302,6 +328,16 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary, run, raised, sources)
     return 0
+
+
+def _check_report_path(path: Path) -> None:
+    """Refuse, before any work, a report path that cannot be a file; make its directory."""
+    if path.is_dir():
+        raise UsageError(f"cannot write report {path}: it is a directory; give a file name")
+    try:
+        path.resolve().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write report {path}: {exc.strerror or exc}") from None
 
 
 def _write_report(path: Path, text: str) -> None:
@@ -432,9 +468,25 @@ def _log_command(log: EventLog, args: argparse.Namespace) -> int:
         for topic in args.topic or []:
             if topic not in known:
                 raise UsageError(f"unknown topic {topic!r} (topics: {', '.join(known)})")
+        if args.run_id is not None:
+            _check_run_in_log(log, args.run_id, _settings(args).log_location)
         sys.stdout.write(log_digest(log, args.run_id, args.topic) + "\n")
         return 0
     return _read(log, args)
+
+
+def _check_run_in_log(log: EventLog, run_id: str, where: str) -> None:
+    """A run is in the log when the ``runs`` topic holds a record of it (its metadata is
+    the first event a run writes): a digest of anything else would be the hash of nothing."""
+    runs = sorted(existing_run_ids(log))
+    if run_id not in runs:
+        raise UsageError(f"no run {run_id!r} in the log at {where}; {_runs_hint(runs)}")
+
+
+def _runs_hint(runs: Sequence[str]) -> str:
+    listed = ", ".join(runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+    found = f"it holds {listed}" if runs else "it holds no run yet"
+    return f"{found} (`cdb log read --topic runs` lists every run with its metadata)"
 
 
 def _read(log: EventLog, args: argparse.Namespace) -> int:
@@ -467,14 +519,37 @@ def _read(log: EventLog, args: argparse.Namespace) -> int:
             continue
         if args.limit is not None and written >= args.limit:
             break
-        out.write(
-            head
-            + b'"offset":%d,"timestamp":%d,"key":%s,"value":%s}\n'
-            % (record.offset, record.timestamp, orjson.dumps(record.key), record.value)
+        line = head + b'"offset":%d,"timestamp":%d,"key":%s,"value":%s}\n' % (
+            record.offset,
+            record.timestamp,
+            orjson.dumps(record.key),
+            record.value,
         )
+        try:
+            out.write(line)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _output_error(exc) from None
         written += 1
-    out.flush()
+    _flush_output()
     return 0
+
+
+def _output_error(exc: OSError) -> UsageError:
+    """A write to stdout that failed (a full disk behind a redirection, say): an error
+    that names stdout, since the exception itself names no file."""
+    reason = (exc.strerror or str(exc)).lower()
+    return UsageError(f"cannot write to standard output: {reason}")
+
+
+def _flush_output() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _output_error(exc) from None
 
 
 # -- replay -----------------------------------------------------------------------------------
@@ -511,7 +586,33 @@ def _replay_range(log: EventLog, args: argparse.Namespace) -> tuple[int, int]:
         last = after - 1
     if first is None or last is None:
         raise UsageError("give the range: --from-offset/--from-time and --to-offset/--to-time")
+    if first > last and (args.from_time is not None or args.to_time is not None):
+        raise UsageError(_empty_time_range(log, args))
     return first, last
+
+
+def _empty_time_range(log: EventLog, args: argparse.Namespace) -> str:
+    """Why a range given by time holds no record, in times: the topic's first and last."""
+    given = (
+        f"from {_range_end(args.from_offset, args.from_time)} "
+        f"to {_range_end(args.to_offset, args.to_time)}"
+    )
+    where = f"{args.topic}/{args.partition}"
+    end = log.end_offset(args.topic, args.partition)
+    if end == 0:
+        return f"the range {given} holds no records: {where} is empty"
+    first = next(iter(log.read(args.topic, args.partition, 0, 1)))
+    last = next(iter(log.read(args.topic, args.partition, end - 1, end)))
+    return (
+        f"the range {given} holds no records: {where} runs from "
+        f"{_fmt_time(first.timestamp)} to {_fmt_time(last.timestamp)} UTC"
+    )
+
+
+def _range_end(offset: int | None, time_text: str | None) -> str:
+    if time_text is None:
+        return f"offset {offset}"
+    return f"{_fmt_time(_time_arg(time_text))} UTC"
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -627,6 +728,7 @@ def _print_replay(s: dict[str, Any]) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _check_report_path(args.out)
     engine = bootstrap.open_read_models(settings)
     try:
         text = render_report(engine, args.run_id)
@@ -645,13 +747,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.store is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        bootstrap.make_data_dir(settings)
+    bootstrap.check_store_place(settings)
     engine = create_engine(normalise_store_url(settings.store_url))
     try:
-        revision = upgrade(engine)
-    except OperationalError as exc:
-        reason = str(exc.orig or exc).splitlines()[0]
-        raise UsageError(f"cannot reach the store {settings.store_location}: {reason}") from None
+        revision = upgrade(engine)  # a store that cannot be reached: one line, from main
     finally:
         engine.dispose()
     sys.stdout.write(f"{settings.store_location}: schema at revision {revision}\n")
@@ -674,8 +774,8 @@ def cmd_project(args: argparse.Namespace) -> int:
 
     from projections.projector import follow
 
-    if args.batch_size < 1 or args.poll <= 0:
-        raise UsageError("--batch-size and --poll must be positive")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be positive")
     settings = _settings(args)
     stopping = False
 
@@ -773,10 +873,29 @@ def cmd_projections(args: argparse.Namespace) -> int:
                 log.close()
             what = args.projection or "all read models"
             sys.stderr.write(f"rebuilt {what} from {done.events:,} events\n")
+        if args.run_id is not None:
+            _check_run_in_read_models(engine, args.run_id, settings.store_location)
         sys.stdout.write(projection_digest(engine, args.run_id) + "\n")
     finally:
         engine.dispose()
     return 0
+
+
+def _check_run_in_read_models(engine: Engine, run_id: str, where: str) -> None:
+    """A run is in the read models when the ``runs`` table has its row: a digest of any
+    other id would be the digest of nothing."""
+    runs = tables.runs.c.run_id
+    with engine.connect() as conn:
+        if conn.execute(select(runs).where(runs == run_id)).first() is not None:
+            return
+        some = list(conn.execute(select(runs).order_by(runs).limit(6)).scalars())
+    listed = ", ".join(some[:5]) + (" and more" if len(some) > 5 else "")
+    raise UsageError(
+        f"no run {run_id!r} in the read models at {where}; "
+        + (f"they hold {listed}" if some else "they hold no run yet")
+        + " (`cdb status --run-id ID` shows one; a run still only in the log gets there "
+        "with `cdb project --once`)"
+    )
 
 
 # -- worker -----------------------------------------------------------------------------------
@@ -813,6 +932,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 # -- main -------------------------------------------------------------------------------------
 
+# Errors whose own message is the line to print (exit code 2).
 _EXPECTED_ERRORS = (
     UsageError,
     DataSourceError,
@@ -821,6 +941,8 @@ _EXPECTED_ERRORS = (
     RunIdError,
     LogError,
     ProjectionError,
+    StoreError,
+    bootstrap.SettingsError,
 )
 
 
@@ -845,10 +967,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "intensity": risk_commands.cmd_intensity,
     }
     try:
-        return handlers[args.command](args)
-    except _EXPECTED_ERRORS as exc:
-        sys.stderr.write(f"cdb: error: {exc}\n")
-        return EXIT_USAGE
+        code = handlers[args.command](args)
+        _flush_output()  # so that output that cannot be written fails here, in one line
+        return code
     except KeyboardInterrupt:
         sys.stderr.write("cdb: interrupted; the log keeps every committed event\n")
         return 130
@@ -856,3 +977,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (e.g. `cdb log read ... | head`): not an error of ours.
         sys.stderr.close()
         return 0
+    except Exception as exc:  # the command boundary: every failure is one line
+        failure = failure_of(exc, _places(args), _EXPECTED_ERRORS)
+        if getattr(args, "verbose", False) or verbose_from_environment():
+            traceback.print_exc(file=sys.stderr)
+        sys.stderr.write(f"cdb: error: {failure.line}\n")
+        _quiet_unwritable_stdout()
+        return failure.exit_code
+
+
+def _places(args: argparse.Namespace) -> Places | None:
+    """Where the command worked, to name in its error line (None if the settings are what
+    failed)."""
+    try:
+        settings = _settings(args)
+    except Exception:  # whatever broke the settings, the line is written without them
+        return None
+    return Places(settings.data_dir, settings.store_url, settings.log_location)
+
+
+def _quiet_unwritable_stdout() -> None:
+    """If what is left for stdout cannot be written (a full disk, say), drop it now, so
+    that the interpreter's own flush at exit adds no second message."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass  # nothing more can be done for a stream that has no file behind it

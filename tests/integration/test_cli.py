@@ -124,7 +124,7 @@ def test_log_commands(tmp_path: Path, small_csv: Path, capsys: pytest.CaptureFix
         (["backtest", "--data", "{csv}", "--param", "fast=abc"], "fast"),
         (["backtest", "--data", "{csv}", "--param", "oops"], "expected KEY=VALUE"),
         (["backtest", "--data", "{csv}", "--risk-config", "{risk}"], "max_drawdown_pct"),
-        (["backtest", "--data", "{csv}", "--cash", "-5"], "initial_cash"),
+        (["backtest", "--data", "{csv}", "--cash", "-5"], "--cash"),
         (["log", "topics"], "no log at"),
         (["backtest", "--data", "{csv}", "--report", "/proc/none/r.html"], "cannot write report"),
     ],
