@@ -8,6 +8,7 @@ import pytest
 
 from streams import csv_source as cs
 from streams.csv_source import BadRow, CsvCandleSource, DataSourceError, parse_data_spec
+from tests.support.csv_files import MINUTE, T0
 
 HEADER = "timestamp_ms,open,high,low,close,volume\n"
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -38,23 +39,26 @@ def test_interval_is_inferred_and_gaps_do_not_widen_it() -> None:
 
 
 def test_every_bad_row_goes_to_the_dead_letters_with_its_line_and_reason(tmp_path: Path) -> None:
-    body = (
-        "0,1,2,0.5,1.5,10\n"  # line 2: good
-        "60000,1,2,0.5,1.5,10\n"  # line 3: good
-        "60000,1,2,0.5,1.5,10\n"  # line 4: duplicate
-        "30000,1,2,0.5,1.5,10\n"  # line 5: backwards
-        "x,1,2,0.5,1.5,10\n"  # line 6: unparsable
-        "120000,1,2,0.5\n"  # line 7: too few columns
-        "180000,nan,2,0.5,1.5,10\n"  # line 8: NaN
-        "240000,1,2,-0.5,1.5,10\n"  # line 9: negative
-        "300000,0,2,0,1,10\n"  # line 10: zero price
-        "360000,1,0.5,2,1,10\n"  # line 11: high below low
-        "420000,3,2,0.5,1.5,10\n"  # line 12: open above high
-        "480000,1,inf,0.5,1.5,10\n"  # line 13: infinite
-        "540000,1,2,0.5,1.5,10\n"  # line 14: good
+    body = "".join(
+        f"{T0 + minutes * MINUTE}{rest}\n" if minutes is not None else f"{rest}\n"
+        for minutes, rest in [
+            (0, ",1,2,0.5,1.5,10"),  # line 2: good
+            (1, ",1,2,0.5,1.5,10"),  # line 3: good
+            (1, ",1,2,0.5,1.5,10"),  # line 4: duplicate
+            (0, ",1,2,0.5,1.5,10"),  # line 5: backwards
+            (None, "x,1,2,0.5,1.5,10"),  # line 6: unparsable
+            (2, ",1,2,0.5"),  # line 7: too few columns
+            (3, ",nan,2,0.5,1.5,10"),  # line 8: NaN
+            (4, ",1,2,-0.5,1.5,10"),  # line 9: negative
+            (5, ",0,2,0,1,10"),  # line 10: zero price
+            (6, ",1,0.5,2,1,10"),  # line 11: high below low
+            (7, ",3,2,0.5,1.5,10"),  # line 12: open above high
+            (8, ",1,inf,0.5,1.5,10"),  # line 13: infinite
+            (9, ",1,2,0.5,1.5,10"),  # line 14: good
+        ]
     )
     stamps, bad = _read(_file(tmp_path, body))
-    assert stamps == [0, 60_000, 540_000]
+    assert stamps == [T0, T0 + MINUTE, T0 + 9 * MINUTE]
     assert [(b.line, b.reason) for b in bad] == [
         (4, cs.DUPLICATE_TIMESTAMP),
         (5, cs.BACKWARDS_TIMESTAMP),
@@ -67,17 +71,19 @@ def test_every_bad_row_goes_to_the_dead_letters_with_its_line_and_reason(tmp_pat
         (12, cs.OHLC_OUT_OF_RANGE),
         (13, cs.NON_FINITE_VALUE),
     ]
-    assert bad[0].raw == "60000,1,2,0.5,1.5,10"
+    assert bad[0].raw == f"{T0 + MINUTE},1,2,0.5,1.5,10"
+    assert bad[2].timestamp == T0 + MINUTE  # unreadable: the last good row's time
 
 
 def test_crlf_and_a_missing_final_newline(tmp_path: Path) -> None:
     path = tmp_path / "crlf.csv"
     path.write_bytes(
         HEADER.replace("\n", "\r\n").encode()
-        + b"0,1,2,0.5,1.5,10\r\n60000,1,2,0.5,1.5,10\r\n120000,1,2,0.5,1.5,10"
+        + f"{T0},1,2,0.5,1.5,10\r\n{T0 + MINUTE},1,2,0.5,1.5,10\r\n".encode()
+        + f"{T0 + 2 * MINUTE},1,2,0.5,1.5,10".encode()
     )
     stamps, bad = _read(path)
-    assert stamps == [0, 60_000, 120_000] and bad == []
+    assert stamps == [T0, T0 + MINUTE, T0 + 2 * MINUTE] and bad == []
 
 
 @pytest.mark.parametrize(
@@ -86,7 +92,9 @@ def test_crlf_and_a_missing_final_newline(tmp_path: Path) -> None:
         (None, "no such file"),
         ("", "expected the header"),
         ("time,o,h,l,c,v\n1,2,3,4,5,6\n", "expected the header"),
-        (HEADER + "0,1,2,0.5,1.5,10\n", "cannot infer the candle interval"),
+        (HEADER, "no data rows"),
+        (HEADER + f"{T0},1,2,0.5,1.5,10\n", "only one data row"),
+        (HEADER + f"{T0},1,2,0.5,1.5,10\n" * 3, "cannot infer the candle interval"),
     ],
 )
 def test_unusable_files_raise_one_clear_error(
@@ -102,8 +110,8 @@ def test_unusable_files_raise_one_clear_error(
 
 
 def test_two_files_merge_by_time_then_symbol(tmp_path: Path) -> None:
-    a = _file(tmp_path, "0,1,2,0.5,1.5,1\n120000,1,2,0.5,1.5,1\n", "a.csv")
-    b = _file(tmp_path, "0,1,2,0.5,1.5,1\n60000,1,2,0.5,1.5,1\n", "b.csv")
+    a = _file(tmp_path, f"{T0},1,2,0.5,1.5,1\n{T0 + 2 * MINUTE},1,2,0.5,1.5,1\n", "a.csv")
+    b = _file(tmp_path, f"{T0},1,2,0.5,1.5,1\n{T0 + MINUTE},1,2,0.5,1.5,1\n", "b.csv")
     sources = [CsvCandleSource("B", b), CsvCandleSource("A", a)]
-    merged = [(c.timestamp, c.symbol) for c in cs.merged_candles(sources, lambda _: None)]
-    assert merged == [(0, "A"), (0, "B"), (60_000, "B"), (120_000, "A")]
+    merged = [(c.timestamp - T0, c.symbol) for c in cs.merged_candles(sources, lambda _: None)]
+    assert merged == [(0, "A"), (0, "B"), (MINUTE, "B"), (2 * MINUTE, "A")]
