@@ -13,6 +13,12 @@ Guarantees:
 4. ``follow`` writes a batch only if the checkpoints it continues are still where it left
    them, in the same transaction: if another writer (a second projector, a rebuild) moved
    them, it follows again from there rather than apply anything twice.
+5. A run's metadata is folded together with a ``projected_runs`` row naming this
+   projector (this log), in the same transaction: a rebuild of this log later knows the
+   run as its own, and a rebuild of another log sharing the store leaves it alone.
+6. A transaction writes the read models in table-name order, then the bookkeeping: the
+   order in which a Postgres rebuild locks them to swap its tables in
+   (``store.lock_for_swap``), so the two never wait for each other in a circle.
 """
 
 from __future__ import annotations
@@ -249,6 +255,9 @@ ROW_MAPS: dict[str, tuple[RowMap, ...]] = {
     ),
 }
 
+# The row map of a run's metadata: each run it writes is recorded as the projector's own.
+_RUN_STARTED = ROW_MAPS["run_metadata"][0]
+
 _ROW_MAPS_OF_TABLE: dict[str, dict[str, tuple[RowMap, ...]]] = {
     table.name: {
         event_type: tuple(m for m in maps if m.table is table)
@@ -274,6 +283,8 @@ class BatchRows:
     checkpoint: Row | None
     # Rows a rebuild writes before later events have completed them (see _HeldRows).
     incomplete: bool = False
+    # The runs whose metadata the batch folds: rows of tables.projected_runs.
+    projected: list[Row] = field(default_factory=list)
 
 
 def checkpoint_row(projector: str, topic: str, partition: int, next_offset: int) -> Row:
@@ -342,21 +353,48 @@ def rows_of(
     checkpoint = None
     if checkpoint_to:
         checkpoint = checkpoint_row(projector, topic, partition, offsets[-1] + 1)
+    started = listed.get(_RUN_STARTED) if only is None else None
     return BatchRows(
         [(row_map.table, row_map.columns, rows) for row_map, rows in listed.items()],
         dead if only is None else [],
         checkpoint,
+        projected=[{"projector": projector, "run_id": row[0]} for row in started or ()],
     )
+
+
+def run_ids_of(batch: BatchRows) -> set[str]:
+    """The run ids of the batch's rows (every read model's rows carry one)."""
+    found: set[str] = set()
+    for _table, columns, rows in batch.groups:
+        found.update(map(itemgetter(columns.index("run_id")), rows))
+    return found
 
 
 def write_rows(conn: Connection, batch: BatchRows) -> None:
     """Write one batch's rows, in the caller's transaction."""
-    for table, columns, rows in batch.groups:
+    write_batches(conn, [batch])
+
+
+def write_batches(conn: Connection, batches: Sequence[BatchRows]) -> None:
+    """Write the rows of ``batches`` in the caller's transaction: the read models in
+    table-name order (guarantee 6; a table's groups keep their order, so a later event's
+    row still comes after an earlier one's), then the bookkeeping."""
+    groups = [group for batch in batches for group in batch.groups]
+    for table, columns, rows in sorted(groups, key=_table_name):
         upsert_values(conn, table, columns, rows)
-    if batch.dead:
-        upsert(conn, tables.projection_dead_letters, batch.dead)
-    if batch.checkpoint is not None:
-        upsert(conn, tables.checkpoints, [batch.checkpoint])
+    dead = [row for batch in batches for row in batch.dead]
+    if dead:
+        upsert(conn, tables.projection_dead_letters, dead)
+    projected = {tuple(row.values()): row for batch in batches for row in batch.projected}
+    if projected:
+        upsert(conn, tables.projected_runs, list(projected.values()))
+    done = {(c["topic"], c["partition"]): c for b in batches if (c := b.checkpoint) is not None}
+    if done:
+        upsert(conn, tables.checkpoints, list(done.values()))
+
+
+def _table_name(group: tuple[Table, tuple[str, ...], list[Values]]) -> str:
+    return group[0].name
 
 
 def checkpoints_of(conn: Connection, projector: str) -> dict[tuple[str, int], int]:
@@ -654,8 +692,7 @@ def _fold(
         stored = checkpoints_of(conn, projector)
         if any(stored.get((t, p), 0) != reached[(t, p)] for t, p, _, _ in batch):
             raise _Moved  # rolls the transaction back: nothing written
-        for group_rows in rows:
-            write_rows(conn, group_rows)
+        write_batches(conn, rows)
     for topic, partition, first, values in batch:
         reached[(topic, partition)] = first + len(values)
         progress.events += len(values)

@@ -1,9 +1,9 @@
 """Rebuilding the read models from offset zero (``cdb projections rebuild``).
 
-Readers never see a half-built table. On SQLite the tables are emptied and refilled in one
-transaction (readers keep seeing the old rows until it commits). On Postgres every table is
-built beside the live one, as a shadow table without keys or indexes, indexed once
-complete, and all shadows take the live tables' places in one final transaction.
+Readers never see a half-built table. On SQLite the tables are refilled in one transaction
+(readers keep seeing the old rows until it commits). On Postgres every table is built
+beside the live one, as a shadow table without keys or indexes, indexed once complete,
+and all shadows take the live tables' places in one final transaction.
 
 On Postgres a large log is folded by several processes at once: topics that write the same
 tables (orders, their results and the portfolio states that complete the fills) stay
@@ -11,7 +11,30 @@ together, and each group goes to the least loaded worker. Each worker reads the 
 folds its topics into its shadows in its own transaction and commits them indexed; the
 parent swaps them in with the checkpoints and dead letters the workers report. A failing
 worker fails the rebuild and its shadows are dropped; the live tables are never touched
-before the swap. Rebuilds of one store take turns (an advisory lock).
+before the swap.
+
+Several logs may share a store (checkpoints are per log, ``projector_name``). A rebuild of
+a log replaces the rows of that log's runs and keeps every other row. Its runs: those its
+``runs`` topic holds (every run writes its metadata there first), those the store records
+as projected from it (``projected_runs``), and any other run it folds rows of (a run id
+belongs to one log). Only its own checkpoints and ``projected_runs`` rows are replaced.
+
+- SQLite: the rows of those runs are deleted and refolded in one transaction, begun as the
+  writer (SQLite has one at a time, so no other projector commits in between); a table
+  that holds no other run is emptied at once.
+- Postgres: the shadows hold this log's rows only. The transaction that swaps them in
+  first locks the live tables (``store.lock_for_swap``): every projector writing to them
+  has committed, every later one waits for the swap. Then the live rows of every other
+  run are copied into the shadows, the rows other logs' projectors committed while the
+  rebuild ran included, and the shadows are swapped in. Chosen over deleting and
+  refolding the runs in the live tables (what SQLite does) because the swap keeps what
+  makes it fast (COPY into tables without indexes, indexes built once, parallel workers)
+  whatever else the store holds; sharing costs one copy of the other logs' rows while
+  the tables are locked, and the common case, one log per store, copies nothing (finding
+  that out costs one index probe per run and table).
+
+Rebuilds of one store take turns (``store.rebuild_lock``): a second waits for the first,
+then runs.
 """
 
 from __future__ import annotations
@@ -25,7 +48,7 @@ from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, text
+from sqlalchemy import Connection, Engine, Table, delete, select
 
 from projections import tables
 from projections.projector import (
@@ -42,17 +65,23 @@ from projections.projector import (
     key_of,
     projector_name,
     rows_of,
+    run_ids_of,
     value_batches,
     write_rows,
 )
 from projections.store import (
-    REBUILD_LOCK,
     add_primary_key,
     append_values,
+    begin_writing,
     connect_store,
+    copy_runs_into_shadow,
     create_shadow,
+    delete_runs,
     drop_shadows,
     index_shadow,
+    lock_for_swap,
+    rebuild_lock,
+    run_ids_in,
     swap_in,
     upsert,
     upsert_values,
@@ -167,13 +196,32 @@ FEEDING_TOPICS: dict[Table, frozenset[str]] = _feeding_topics()
 
 
 class _Rebuilt:
-    """Where a rebuild writes on SQLite: the tables themselves, emptied first (readers
-    keep seeing the old rows until the commit)."""
+    """Where a rebuild writes on SQLite: the tables themselves, the rows of the runs it
+    replaces deleted first (readers keep seeing the old rows until the commit), those of
+    every other run left as they are."""
 
-    def __init__(self, conn: Connection, targets: Iterable[Table]) -> None:
+    def __init__(self, conn: Connection, targets: Iterable[Table], replaced: Iterable[str]) -> None:
         self._conn = conn
-        for table in targets:
-            conn.execute(delete(table))
+        self._targets = list(targets)
+        self._replaced = set(replaced)
+        for table in self._targets:
+            present = run_ids_in(conn, table)
+            mine = [run_id for run_id in present if run_id in self._replaced]
+            if len(mine) == len(present):
+                conn.execute(delete(table))  # all of them (SQLite truncates: no row by row)
+            else:
+                delete_runs(conn, table, mine)
+
+    def replace(self, run_ids: set[str]) -> None:
+        """The fold has reached rows of ``run_ids``: they are this log's (a run id belongs
+        to one log), so whatever rows of theirs the tables hold are deleted before any is
+        written. Most runs are known from the start (their metadata); this catches the
+        others (a log holding events of a run without its metadata)."""
+        fresh = sorted(run_ids - self._replaced)
+        if fresh:
+            for table in self._targets:
+                delete_runs(self._conn, table, fresh)
+            self._replaced.update(fresh)
 
     def write(self, batch: BatchRows) -> None:
         write_rows(self._conn, batch)
@@ -239,6 +287,9 @@ class _Shadows(_Rebuilt):
             else:
                 append_values(conn, shadow, columns, rows)
 
+    def replace(self, run_ids: set[str]) -> None:
+        """Shadows start empty; which live rows they replace is settled at the swap."""
+
     def complete(self, table: Table) -> None:
         self._indexed.add(table)
         self._submit(functools.partial(index_shadow, self._conn, table))
@@ -263,7 +314,11 @@ Plan = list[tuple[str, list[tuple[int, int | None]]]]
 
 
 class _Folder:
-    """Folds whole topics, in order, into the tables of a rebuild, in one transaction."""
+    """Folds whole topics, in order, into the tables of a rebuild, in one transaction.
+
+    ``replaced``: the runs whose rows the rebuild replaces, as far as known before it
+    folds (on SQLite they are deleted first); every run it folds rows of is added to them
+    (``run_ids``)."""
 
     def __init__(
         self,
@@ -272,9 +327,12 @@ class _Folder:
         targets: list[Table],
         projection: str | None,
         batch_size: int,
+        replaced: Iterable[str] = (),
     ) -> None:
         self._shadows = conn.dialect.name == "postgresql"
-        self._into = _Shadows(conn, targets) if self._shadows else _Rebuilt(conn, targets)
+        self._into: _Rebuilt = (
+            _Shadows(conn, targets) if self._shadows else _Rebuilt(conn, targets, replaced)
+        )
         self._projector = projector
         self._targets = targets
         self._projection = projection
@@ -284,6 +342,8 @@ class _Folder:
         self.progress = ProjectionProgress()
         self.checkpoints: list[Row] = []
         self.dead: list[Row] = []
+        self.projected: list[Row] = []
+        self.run_ids: set[str] = set()
 
     def fold(self, log: EventLog, plan: Plan) -> None:
         try:
@@ -316,6 +376,11 @@ class _Folder:
                 distinct_keys=not self._shadows,
             )
             self.dead.extend(rows.dead)
+            self.projected.extend(rows.projected)
+            folded = run_ids_of(rows)
+            if not folded <= self.run_ids:
+                self.run_ids.update(folded)
+                self._into.replace(folded)
             self._into.write(self._held.take(rows))
             if self._held.full():
                 self._into.write(self._held.release(complete=False))
@@ -392,9 +457,11 @@ def rebuild(
 
     Without ``projection`` all read models are refolded up to the end of the log, with new
     checkpoints; with it, only that table, up to the positions the other tables have
-    reached, so it matches them. ``workers`` folding processes on Postgres (by default
-    several for a log of ``PARALLEL_FROM`` records or more, if the log can be read from
-    them); a failure leaves the old tables as they were.
+    reached, so it matches them. Only the rows of this log's runs are replaced (see the
+    module docstring); every other log's stay. ``workers`` folding processes on Postgres
+    (by default several for a log of ``PARALLEL_FROM`` records or more, if the log can be
+    read from them); a failure leaves the old tables as they were. Rebuilds of one store
+    take turns.
     """
     by_name = {table.name: table for table in READ_MODELS}
     if projection is not None and projection not in by_name:
@@ -402,19 +469,53 @@ def rebuild(
             f"unknown projection {projection!r} (projections: {', '.join(sorted(by_name))})"
         )
     targets = [by_name[projection]] if projection is not None else list(READ_MODELS)
+    with collector_paused(), rebuild_lock(engine):
+        return _rebuild(log, engine, targets, projection, batch_size, workers)
+
+
+def _rebuild(
+    log: EventLog,
+    engine: Engine,
+    targets: list[Table],
+    projection: str | None,
+    batch_size: int,
+    workers: int | None,
+) -> ProjectionProgress:
     projector = projector_name(log)
-    with collector_paused():
-        with engine.connect() as conn:
-            reached = checkpoints_of(conn, projector)
-        plan, sizes = _plan(log, targets, reached, projection is not None)
-        if engine.dialect.name == "postgresql" and getattr(log, "readable_after_fork", False):
-            if workers is None:
-                enough = sum(sizes.values()) >= PARALLEL_FROM
-                workers = min(REBUILD_WORKERS, os.cpu_count() or 1) if enough else 1
-            parts = _split(plan, sizes, targets, workers)
-            if len(parts) > 1:
-                return _rebuild_in_workers(log, engine, projector, targets, parts, batch_size)
-        return _rebuild_here(log, engine, projector, targets, projection, plan, batch_size)
+    with engine.connect() as conn:
+        reached = checkpoints_of(conn, projector)
+    logged = _logged_runs(log, projector)
+    plan, sizes = _plan(log, targets, reached, projection is not None)
+    if engine.dialect.name == "postgresql" and getattr(log, "readable_after_fork", False):
+        if workers is None:
+            enough = sum(sizes.values()) >= PARALLEL_FROM
+            workers = min(REBUILD_WORKERS, os.cpu_count() or 1) if enough else 1
+        parts = _split(plan, sizes, targets, workers)
+        if len(parts) > 1:
+            return _rebuild_in_workers(log, engine, projector, targets, parts, batch_size, logged)
+    return _rebuild_here(log, engine, projector, targets, projection, plan, batch_size, logged)
+
+
+def _logged_runs(log: EventLog, projector: str) -> set[str]:
+    """The runs the log's ``runs`` topic holds: every run writes its metadata there first,
+    so these are the log's runs (a small topic: two records a run)."""
+    if topics.RUNS not in log.topic_names():
+        return set()
+    found: set[str] = set()
+    for partition in range(log.partitions(topics.RUNS)):
+        end = log.end_offset(topics.RUNS, partition)
+        for offsets, values in value_batches(log, topics.RUNS, partition, 0, end, BATCH_SIZE):
+            rows = rows_of(
+                projector, topics.RUNS, partition, offsets, values, "runs", checkpoint_to=False
+            )
+            found |= run_ids_of(rows)
+    return found
+
+
+def _projected_runs(conn: Connection, projector: str) -> set[str]:
+    """The runs ``projector`` has folded the metadata of, as recorded in the store."""
+    column = tables.projected_runs.c
+    return set(conn.execute(select(column.run_id).where(column.projector == projector)).scalars())
 
 
 def _rebuild_here(
@@ -425,20 +526,42 @@ def _rebuild_here(
     projection: str | None,
     plan: Plan,
     batch_size: int,
+    logged: set[str],
 ) -> ProjectionProgress:
     """One process, one transaction."""
     with engine.begin() as conn:
+        begin_writing(conn)
         postgres = conn.dialect.name == "postgresql"
         if postgres:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": REBUILD_LOCK})
             drop_shadows(conn, targets)
-        folder = _Folder(conn, projector, targets, projection, batch_size)
+            folder = _Folder(conn, projector, targets, projection, batch_size)
+        else:
+            replaced = logged | _projected_runs(conn, projector)
+            folder = _Folder(conn, projector, targets, projection, batch_size, replaced)
         folder.fold(log, plan)
-        _conclude(conn, projector, projection, folder.checkpoints, folder.dead)
+        if postgres:
+            _keep_other_runs(conn, projector, targets, logged | folder.run_ids)
+        _conclude(conn, projector, projection, folder.checkpoints, folder.dead, folder.projected)
         if postgres:
             for table in targets:
                 swap_in(conn, table)
     return folder.progress
+
+
+def _keep_other_runs(
+    conn: Connection, projector: str, targets: list[Table], replaced: set[str]
+) -> None:
+    """Ready the shadows (Postgres) to take the live tables' places, in the transaction
+    that swaps them in: lock the live tables (every writer before commits, every later one
+    waits for the swap), then copy into each shadow the live rows of every run that this
+    rebuild does not replace: other logs' runs, those their projectors committed while
+    this rebuild ran included. The common case, one log per store, copies nothing."""
+    lock_for_swap(conn, targets)
+    replaced = replaced | _projected_runs(conn, projector)
+    for table in targets:
+        kept = [run_id for run_id in run_ids_in(conn, table) if run_id not in replaced]
+        if kept:
+            copy_runs_into_shadow(conn, table, kept)
 
 
 def _conclude(
@@ -447,11 +570,16 @@ def _conclude(
     projection: str | None,
     checkpoints: list[Row],
     dead: list[Row],
+    projected: list[Row],
 ) -> None:
-    """The positions reached (for a full rebuild) and the records no model accepted."""
+    """The positions reached and the runs folded (for a full rebuild: this log's, and only
+    this log's, replaced), and the records no model accepted."""
     if projection is None:
         conn.execute(delete(tables.checkpoints).where(tables.checkpoints.c.projector == projector))
         upsert(conn, tables.checkpoints, checkpoints)
+        runs = tables.projected_runs
+        conn.execute(delete(runs).where(runs.c.projector == projector))
+        upsert(conn, runs, list({row["run_id"]: row for row in projected}.values()))
     upsert(conn, tables.projection_dead_letters, dead)
 
 
@@ -462,62 +590,63 @@ def _rebuild_in_workers(
     targets: list[Table],
     parts: list[Plan],
     batch_size: int,
+    logged: set[str],
 ) -> ProjectionProgress:
     url = engine.url.render_as_string(hide_password=False)
     # Forked: the workers start at once, with the log and the code as they are here. They
     # leave the connections they inherit alone (and exit without finalising them).
     context = multiprocessing.get_context("fork")
-    with engine.connect() as lock:
-        lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": REBUILD_LOCK})
-        lock.commit()
-        running: list[tuple[Any, Any]] = []
-        try:
-            with engine.begin() as conn:
-                drop_shadows(conn, targets)
-            for part in parts:
-                receiver, sender = context.Pipe(duplex=False)
-                worker = context.Process(
-                    target=_worker,
-                    args=(log, url, projector, _tables_of(part, targets), part, batch_size, sender),
-                    name="cdb-rebuild-worker",
-                    daemon=True,
-                )
-                worker.start()
-                sender.close()
-                running.append((worker, receiver))
-            progress = ProjectionProgress()
-            checkpoints: list[Row] = []
-            dead: list[Row] = []
-            for worker, receiver in running:
-                try:
-                    outcome, *details = receiver.recv()
-                except EOFError:
-                    worker.join()
-                    raise ProjectionError(
-                        f"a rebuild worker died (exit code {worker.exitcode})"
-                    ) from None
-                if outcome != "done":
-                    raise ProjectionError(f"rebuild failed: {details[0]}")
-                folded, part_checkpoints, part_dead = details
-                progress.events += folded.events
-                progress.batches += folded.batches
-                checkpoints += part_checkpoints
-                dead += part_dead
-            with engine.begin() as conn:
-                _conclude(conn, projector, None, checkpoints, dead)
-                for table in targets:
-                    swap_in(conn, table)
-            return progress
-        finally:
-            for worker, receiver in running:
-                receiver.close()
-                if worker.is_alive():
-                    worker.terminate()
+    running: list[tuple[Any, Any]] = []
+    try:
+        with engine.begin() as conn:
+            drop_shadows(conn, targets)
+        for part in parts:
+            receiver, sender = context.Pipe(duplex=False)
+            worker = context.Process(
+                target=_worker,
+                args=(log, url, projector, _tables_of(part, targets), part, batch_size, sender),
+                name="cdb-rebuild-worker",
+                daemon=True,
+            )
+            worker.start()
+            sender.close()
+            running.append((worker, receiver))
+        progress = ProjectionProgress()
+        checkpoints: list[Row] = []
+        dead: list[Row] = []
+        projected: list[Row] = []
+        folded: set[str] = set()
+        for worker, receiver in running:
+            try:
+                outcome, *details = receiver.recv()
+            except EOFError:
                 worker.join()
-            with engine.begin() as conn:
-                drop_shadows(conn, targets)  # after a failure: what the workers committed
-            lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": REBUILD_LOCK})
-            lock.commit()
+                raise ProjectionError(
+                    f"a rebuild worker died (exit code {worker.exitcode})"
+                ) from None
+            if outcome != "done":
+                raise ProjectionError(f"rebuild failed: {details[0]}")
+            part_progress, part_checkpoints, part_dead, part_projected, part_runs = details
+            progress.events += part_progress.events
+            progress.batches += part_progress.batches
+            checkpoints += part_checkpoints
+            dead += part_dead
+            projected += part_projected
+            folded |= part_runs
+        with engine.begin() as conn:
+            _keep_other_runs(conn, projector, targets, logged | folded)
+            _conclude(conn, projector, None, checkpoints, dead, projected)
+            for table in targets:
+                swap_in(conn, table)
+        return progress
+    finally:
+        for worker, receiver in running:
+            receiver.close()
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
+        with engine.begin() as conn:
+            drop_shadows(conn, targets)  # after a failure: what the workers committed
 
 
 def _worker(
@@ -538,7 +667,8 @@ def _worker(
                 folder.fold(log, plan)
         finally:
             engine.dispose()
-        report.send(("done", folder.progress, folder.checkpoints, folder.dead))
+        found = (folder.progress, folder.checkpoints, folder.dead, folder.projected)
+        report.send(("done", *found, folder.run_ids))
     except BaseException as exc:  # reported to the parent, which raises it
         first_line = (str(exc).splitlines() or [""])[0]
         report.send(("failed", f"{type(exc).__name__}: {first_line}"))

@@ -95,10 +95,15 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     take turns (an advisory lock on Postgres, a lock file beside a SQLite database), and
     whoever comes second finds the schema already there.
     """
+    with _migration_lock(engine):
+        return _upgrade(engine, revision)
+
+
+def _upgrade(engine: Engine, revision: str) -> str | None:
     from alembic import command
     from alembic.runtime.migration import MigrationContext
 
-    with _migration_lock(engine), engine.begin() as connection:
+    with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(7262019)"))
         command.upgrade(_alembic_config(connection), revision)
@@ -261,11 +266,19 @@ def _postgres_copy_upsert(
 
 @contextlib.contextmanager
 def _migration_lock(engine: Engine) -> Iterator[None]:
+    with _lock_beside(engine, ".migrate.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def _lock_beside(engine: Engine, suffix: str) -> Iterator[None]:
+    """An exclusive lock on a file beside a SQLite database (none for ``:memory:``), held
+    until the block ends; the kernel lets go of it if the process dies."""
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate.lock", "wb") as lock:
+    with open(f"{database}{suffix}", "wb") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -401,3 +414,101 @@ def swap_in(conn: Connection, table: Table) -> None:
         )
     for name, _definition, temporary in indexes:
         conn.exec_driver_sql(f"ALTER INDEX {quote(temporary)} RENAME TO {quote(name)}")
+
+
+# -- rebuilds of a shared store -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def rebuild_lock(engine: Engine) -> Iterator[None]:
+    """Rebuilds of one store take turns: the second waits until the first has committed
+    or failed, then runs. On Postgres a session advisory lock on a connection of its own
+    (``REBUILD_LOCK``; the server lets go of it if the process dies); on SQLite a lock
+    file beside the database."""
+    if engine.dialect.name != "postgresql":
+        with _lock_beside(engine, ".rebuild.lock"):
+            yield
+        return
+    with engine.connect() as lock:
+        lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": REBUILD_LOCK})
+        lock.commit()
+        try:
+            yield
+        finally:
+            lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": REBUILD_LOCK})
+            lock.commit()
+
+
+def begin_writing(conn: Connection) -> None:
+    """Start ``conn``'s transaction as a writer at once (SQLite's ``BEGIN IMMEDIATE``):
+    what it reads before its first write then stays true until it commits. Postgres
+    transactions need nothing here."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def run_ids_in(conn: Connection, table: Table) -> list[str]:
+    """The distinct run ids of ``table``'s rows, by a walk along its key (every read
+    model's key starts with ``run_id``): one index probe per run, however many rows."""
+    name = conn.dialect.identifier_preparer.quote(table.name)
+    found = conn.exec_driver_sql(
+        f"WITH RECURSIVE walk(run_id) AS (SELECT min(run_id) FROM {name} UNION ALL "
+        f"SELECT (SELECT min(run_id) FROM {name} WHERE run_id > walk.run_id) FROM walk "
+        "WHERE walk.run_id IS NOT NULL) SELECT run_id FROM walk WHERE run_id IS NOT NULL"
+    ).all()
+    return [row[0] for row in found]
+
+
+def delete_runs(conn: Connection, table: Table, run_ids: Sequence[str]) -> None:
+    """Delete the rows of ``run_ids`` from ``table``."""
+    for start in range(0, len(run_ids), _RUNS_PER_STATEMENT):
+        chunk = list(run_ids[start : start + _RUNS_PER_STATEMENT])
+        conn.execute(table.delete().where(table.c.run_id.in_(chunk)))
+
+
+# Run ids bound in one statement (SQLite allows 32,766 parameters; a run id is one).
+_RUNS_PER_STATEMENT = 500
+# A swap that Postgres picked as the victim of a deadlock (with a reader that takes its
+# tables in another order) lets go of its locks and tries again, this many times.
+SWAP_LOCK_ATTEMPTS = 20
+
+
+def lock_for_swap(conn: Connection, tables: Sequence[Table]) -> None:
+    """Take ``tables`` (live Postgres read models) in ACCESS EXCLUSIVE mode, in name order,
+    for the rest of ``conn``'s transaction: every writer that is writing to them commits
+    first, every later one waits for the swap, and so does every reader.
+
+    Projectors write their tables in name order too (``projector.write_batches``), so a
+    projector and a swap never wait for each other in a circle. A reader holding one
+    table while it waits for another can: if Postgres resolves that by cancelling the
+    lock taken here, it is released (a savepoint) and taken again."""
+    import psycopg
+
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(t.name) for t in sorted(tables, key=lambda t: t.name))
+    for attempt in range(SWAP_LOCK_ATTEMPTS):
+        savepoint = conn.begin_nested()
+        try:
+            conn.exec_driver_sql(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
+        except Exception as exc:
+            savepoint.rollback()
+            lost = (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable)
+            if not isinstance(getattr(exc, "orig", None), lost):
+                raise
+            if attempt + 1 == SWAP_LOCK_ATTEMPTS:
+                raise
+            continue
+        savepoint.commit()
+        return
+
+
+def copy_runs_into_shadow(conn: Connection, table: Table, run_ids: Sequence[str]) -> None:
+    """Copy the live rows of ``run_ids`` from ``table`` into its shadow, so they outlive
+    the swap (rows of logs other than the one rebuilt)."""
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c.name) for c in table.columns)
+    conn.exec_driver_sql(
+        f"INSERT INTO {quote(shadow_of(table).name)} ({names}) "
+        f"SELECT {names} FROM {quote(table.name)} WHERE run_id = ANY(%(runs)s)",
+        {"runs": list(run_ids)},
+    )

@@ -219,6 +219,16 @@ checkpoints = Table(
     Column("next_offset", BigInteger, nullable=False),
 )
 
+# Not a read model either: the runs each projector has folded the metadata of, written in
+# the same transaction as the run's row. A rebuild of one log replaces the rows of these
+# runs (and of every run its log holds) and keeps every other log's.
+projected_runs = Table(
+    "projected_runs",
+    metadata,
+    Column("projector", String(128), primary_key=True),
+    Column("run_id", String(128), primary_key=True),
+)
+
 # Records a projector could not use (not JSON, not a known event, failing validation),
 # kept with the raw payload and the reason instead of stopping the projector. Positions
 # differ between logs, so like the checkpoints it is not part of the projection digest.

