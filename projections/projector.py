@@ -19,6 +19,8 @@ Guarantees:
 6. A transaction writes the read models in table-name order, then the bookkeeping: the
    order in which a Postgres rebuild locks them to swap its tables in
    (``store.lock_for_swap``), so the two never wait for each other in a circle.
+7. A SQLite file found damaged while catching up is moved aside and the fold starts
+   again, from offset zero, into a fresh one (``projections.sqlite_damage``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, Protocol, cast
 
 import orjson
 from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy.exc import DBAPIError
 
 from domain.events import (
     BacktestRunMetadata,
@@ -41,7 +44,9 @@ from domain.events import (
     SimulatedTrade,
 )
 from projections import tables
+from projections.sqlite_damage import damage_of, sqlite_file
 from projections.store import (
+    replace_damaged,
     upsert,
     upsert_values,
 )
@@ -437,8 +442,18 @@ def catch_up(
     and partition, e.g. what a run just wrote), fold exactly up to them and leave other
     partitions alone: no waiting to learn where a partition ends, which on a broker takes
     a round of idle fetches.
+
+    A SQLite file found damaged on the way is moved aside and everything is folded again
+    into a fresh one (guarantee 7).
     """
     with collector_paused():
+        try:
+            return _catch_up(log, engine, batch_size, until)
+        except DBAPIError as exc:
+            reason = damage_of(exc)
+            if reason is None or sqlite_file(engine) is None:
+                raise
+        replace_damaged(engine)
         return _catch_up(log, engine, batch_size, until)
 
 

@@ -34,7 +34,8 @@ belongs to one log). Only its own checkpoints and ``projected_runs`` rows are re
   that out costs one index probe per run and table).
 
 Rebuilds of one store take turns (``store.rebuild_lock``): a second waits for the first,
-then runs.
+then runs. A damaged SQLite file is moved aside and the rebuild made into a fresh one
+(``projections.sqlite_damage``); the rebuild checks the whole file first.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from projections.projector import (
     value_batches,
     write_rows,
 )
+from projections.sqlite_damage import check_file, damage_of, sqlite_file
 from projections.store import (
     add_primary_key,
     append_values,
@@ -81,6 +83,7 @@ from projections.store import (
     index_shadow,
     lock_for_swap,
     rebuild_lock,
+    replace_damaged,
     run_ids_in,
     swap_in,
     upsert,
@@ -461,7 +464,7 @@ def rebuild(
     module docstring); every other log's stay. ``workers`` folding processes on Postgres
     (by default several for a log of ``PARALLEL_FROM`` records or more, if the log can be
     read from them); a failure leaves the old tables as they were. Rebuilds of one store
-    take turns.
+    take turns. A damaged SQLite file is moved aside and the rebuild made into a fresh one.
     """
     by_name = {table.name: table for table in READ_MODELS}
     if projection is not None and projection not in by_name:
@@ -470,6 +473,13 @@ def rebuild(
         )
     targets = [by_name[projection]] if projection is not None else list(READ_MODELS)
     with collector_paused(), rebuild_lock(engine):
+        try:
+            return _rebuild(log, engine, targets, projection, batch_size, workers)
+        except Exception as exc:
+            reason = damage_of(exc)
+            if reason is None or sqlite_file(engine) is None:
+                raise
+        replace_damaged(engine)
         return _rebuild(log, engine, targets, projection, batch_size, workers)
 
 
@@ -481,6 +491,8 @@ def _rebuild(
     batch_size: int,
     workers: int | None,
 ) -> ProjectionProgress:
+    if sqlite_file(engine) is not None:
+        check_file(engine)  # a rebuild reads the whole log anyway; this reads the file
     projector = projector_name(log)
     with engine.connect() as conn:
         reached = checkpoints_of(conn, projector)

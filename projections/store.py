@@ -13,6 +13,8 @@ from sqlalchemy import Column, Engine, MetaData, Table, create_engine, event, ma
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
+from projections.sqlite_damage import check_file, damage_of, set_aside, sqlite_file
+
 DATABASE_NAME = "claire_de_binare"  # R18: the database name, exactly
 
 
@@ -93,10 +95,36 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
 
     Idempotent, and safe when several processes open the same store at once: upgraders
     take turns (an advisory lock on Postgres, a lock file beside a SQLite database), and
-    whoever comes second finds the schema already there.
+    whoever comes second finds the schema already there. A SQLite file found damaged on
+    the way (``projections.sqlite_damage``) is moved aside and a fresh schema made in its
+    place; the projector refills it from the log.
     """
     with _migration_lock(engine):
+        try:
+            return _upgrade(engine, revision)
+        except Exception as exc:
+            reason = damage_of(exc)
+            if reason is None or sqlite_file(engine) is None:
+                raise
+            set_aside(engine, reason)
         return _upgrade(engine, revision)
+
+
+def replace_damaged(engine: Engine) -> None:
+    """After an error said ``engine``'s SQLite file is damaged: move it aside and make a
+    fresh schema in its place. Unless, once this process holds the migration lock, the
+    file there passes ``PRAGMA integrity_check``: another process replaced it meanwhile,
+    and the caller simply tries again."""
+    with _migration_lock(engine):
+        engine.dispose()
+        try:
+            check_file(engine, thorough=True)
+        except Exception as exc:
+            reason = damage_of(exc)
+            if reason is None:
+                raise
+            set_aside(engine, reason)
+        _upgrade(engine, "head")
 
 
 def _upgrade(engine: Engine, revision: str) -> str | None:
@@ -108,6 +136,10 @@ def _upgrade(engine: Engine, revision: str) -> str | None:
             connection.execute(text("SELECT pg_advisory_xact_lock(7262019)"))
         command.upgrade(_alembic_config(connection), revision)
         current: str | None = MigrationContext.configure(connection).get_current_revision()
+        if revision == "head":
+            # Every command that projects reads its checkpoints next: a damaged file shows
+            # here already, at the cost of a page or two.
+            connection.exec_driver_sql("SELECT count(*) FROM projector_checkpoints").all()
     return current
 
 
