@@ -2,6 +2,7 @@
 
 Layout under the log directory::
 
+    COMMIT                                     where each partition's committed data ends
     <topic>/topic.json                         partition count
     <topic>/<partition>/00000000000000000000.log     records, one per line
     <topic>/<partition>/00000000000000000000.index   sparse offset/position/time index
@@ -12,232 +13,91 @@ Records are written in batches, as Kafka does. A batch is a header line
 contains a raw newline) and the CRC covers the payload. Records of one batch share a key.
 Guarantees:
 
-1. Append-only: records are never rewritten; offsets are dense from 0 in each partition.
-2. Durable on ``commit()``: data and index are fsynced before it returns.
-3. Torn writes are repaired on open: a trailing partial batch, or one whose CRC does not
-   match, ends the partition there (it was never committed), as Kafka's log recovery does.
-4. One writer per data directory at a time (an exclusive file lock); readers never lock
-   and only ever see complete records.
+1. Append-only: committed records are never rewritten, cut or skipped; offsets are dense
+   from 0 in each partition.
+2. Durable and visible on ``commit()``: data and index are fsynced, then the commit record
+   (``streams.log_commit``) is replaced atomically. One commit covers every partition
+   written since the last one, so a run's events appear in all their topics together.
+3. Readers see committed records only (a writer also sees its own). Committed data that
+   cannot be read back exactly stops readers and writers with ``CorruptLog``, naming the
+   topic, partition, file and offset; it is never taken for the end of the log.
+4. A write that was never committed (a crash, a kill) is dropped by the next writer
+   before it appends, and only that: nothing before the commit point is touched.
+5. One writer per data directory at a time (an exclusive lock on ``.writer.lock``, which
+   names its holder). Only the process that took it holds it: forked helpers let go of it.
+   A lock still held by the leftovers of a killed writer is waited for briefly, not
+   reported as a live writer.
 """
 
 from __future__ import annotations
 
-import bisect
+import contextlib
 import fcntl
+import logging
 import os
 import re
+import time
+import weakref
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from streams.log_port import CorruptRecord, LogError, Record, TopicInfo
+from streams.log_commit import (
+    EMPTY,
+    CommitRecord,
+    Committed,
+    Key,
+    fsync_directory,
+    partitions_on_disk,
+)
+from streams.log_port import CorruptLog, CorruptRecord, LogError, Record, TopicInfo
+from streams.log_segment import (
+    SEGMENT_NAME,
+    Index,
+    PartitionWriter,
+    Place,
+    header_at,
+    legacy_end,
+)
 from streams.topics import partition_for
 
-__all__ = ["CorruptRecord", "EmbeddedLog", "LogError", "Record", "TopicInfo"]
+__all__ = ["CorruptLog", "CorruptRecord", "EmbeddedLog", "LogError", "Record", "TopicInfo"]
 
-SEGMENT_NAME = "00000000000000000000"
-INDEX_INTERVAL = 4096
-# Also an entry every so many batches: a topic written a record at a time (a live run's
-# orders and results) would otherwise be scanned header by header from its last entry.
-INDEX_BATCHES = 128
-_FLUSH_BYTES = 4 << 20
-_NO_TS = -(2**63)
+logger = logging.getLogger("cdb.log")
+
 _KEY = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
+LOCK_FILE = ".writer.lock"
+# How long a new writer waits for the leftovers of a killed one to let go of the lock.
+LEFTOVER_WAIT_S = 10.0
+
+# Every log of this process that holds the writer lock, so a forked child can let go of
+# its copy of the lock (see ``_release_locks_in_child``).
+_LOCK_HOLDERS: weakref.WeakSet[EmbeddedLog] = weakref.WeakSet()
 
 
-class _BatchHeader:
-    __slots__ = ("base", "count", "crc", "key", "length", "max_ts", "size")
-
-    def __init__(self, line: bytes) -> None:
-        tag, base, count, max_ts, crc, length, key = line.rstrip(b"\n").split(b" ", 6)
-        if tag != b"B":
-            raise ValueError("not a batch header")
-        self.base, self.count, self.max_ts = int(base), int(count), int(max_ts)
-        self.crc, self.length, self.key = int(crc, 16), int(length), key
-        self.size = len(line) + self.length  # header plus payload, in bytes
+def _release_locks_in_child() -> None:
+    for log in list(_LOCK_HOLDERS):
+        log._forget_lock()
 
 
-def _batches(handle: IO[bytes]) -> Iterator[tuple[_BatchHeader, int]]:
-    """Complete, well-formed batch headers from the handle's position, with their positions.
-
-    The caller either reads the payload (``handle.read(header.length)``) or leaves it; the
-    next iteration seeks past it either way. Stops at the first incomplete or malformed one.
-    """
-    position = handle.tell()
-    while True:
-        handle.seek(position)
-        line = handle.readline()
-        if not line.endswith(b"\n"):
-            return
-        try:
-            header = _BatchHeader(line)
-        except ValueError:
-            return
-        yield header, position
-        position += header.size
+os.register_at_fork(after_in_child=_release_locks_in_child)
 
 
-def _read_payload(handle: IO[bytes], header: _BatchHeader) -> bytes | None:
-    payload = handle.read(header.length)
-    if len(payload) != header.length:
-        return None  # a batch still being written (or torn): not part of the log
-    return payload
-
-
-class _Index:
-    """Sparse index: every INDEX_INTERVAL records or INDEX_BATCHES batches, (offset, byte
-    position, max ts before)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offsets: list[int] = [0]
-        self.positions: list[int] = [0]
-        self.max_ts_before: list[int] = [_NO_TS]
-        if path.exists():
-            for raw in path.read_bytes().splitlines():
-                parts = raw.split()
-                if len(parts) != 3:
-                    break  # a torn last line: the entries before it stand
-                offset, position, max_ts = (int(p) for p in parts)
-                if offset <= self.offsets[-1]:
-                    continue
-                self.offsets.append(offset)
-                self.positions.append(position)
-                self.max_ts_before.append(max_ts)
-
-    def truncate_to(self, end_offset: int, size: int) -> None:
-        """Drop entries that point past the recovered end of the data."""
-        while len(self.offsets) > 1 and (
-            self.offsets[-1] > end_offset or self.positions[-1] > size
-        ):
-            self.offsets.pop()
-            self.positions.pop()
-            self.max_ts_before.pop()
-
-    def seek_offset(self, offset: int) -> tuple[int, int]:
-        i = bisect.bisect_right(self.offsets, offset) - 1
-        return self.offsets[i], self.positions[i]
-
-    def seek_time(self, timestamp: int) -> tuple[int, int]:
-        """Last entry before which no record reached ``timestamp``: scanning from it is exact."""
-        i = bisect.bisect_left(self.max_ts_before, timestamp) - 1
-        i = max(i, 0)
-        return self.offsets[i], self.positions[i]
-
-
-class _PartitionWriter:
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.data_path = directory / f"{SEGMENT_NAME}.log"
-        self.index = _Index(directory / f"{SEGMENT_NAME}.index")
-        self.next_offset, self.size, self.max_ts = self._recover()
-        self.index.truncate_to(self.next_offset, self.size)
-        self.index.path.write_bytes(
-            b"".join(
-                b"%d %d %d\n" % entry
-                for entry in zip(
-                    self.index.offsets[1:],
-                    self.index.positions[1:],
-                    self.index.max_ts_before[1:],
-                    strict=True,
-                )
-            )
-        )
-        self._data: IO[bytes] = open(self.data_path, "ab")  # noqa: SIM115 - closed in close()
-        self._index_file: IO[bytes] = open(self.index.path, "ab")  # noqa: SIM115
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._index_pending: list[bytes] = []
-        self._next_index_offset = self.index.offsets[-1] + INDEX_INTERVAL
-        self._batches_since_index = 0
-
-    def _recover(self) -> tuple[int, int, int]:
-        """Find the end of the valid batches; cut off anything after it."""
-        if not self.data_path.exists():
-            self.data_path.touch()
-            return 0, 0, _NO_TS
-        offset, position = self.index.offsets[-1], self.index.positions[-1]
-        max_ts = self.index.max_ts_before[-1]
-        size = self.data_path.stat().st_size
-        if position > size:
-            offset, position, max_ts = 0, 0, _NO_TS
-        with open(self.data_path, "rb") as handle:
-            handle.seek(position)
-            for header, at in _batches(handle):
-                payload = _read_payload(handle, header)
-                if (
-                    header.base != offset
-                    or payload is None
-                    or zlib.crc32(payload) != header.crc
-                    or payload.count(b"\n") != header.count
-                ):
-                    break
-                offset += header.count
-                position = at + header.size
-                max_ts = max(max_ts, header.max_ts)
-        if position < size:
-            with open(self.data_path, "r+b") as handle:
-                handle.truncate(position)
-        return offset, position, max_ts
-
-    def append(self, key: bytes, records: list[tuple[int, bytes]]) -> int:
-        """Buffer one batch of ``(timestamp, value)`` records; return its base offset."""
-        base = self.next_offset
-        if not records:
-            return base
-        payload = b"".join([b"%d\t%s\n" % record for record in records])
-        batch_max = max(record[0] for record in records)
-        header = b"B %d %d %d %08x %d %s\n" % (
-            base,
-            len(records),
-            batch_max,
-            zlib.crc32(payload),
-            len(payload),
-            key,
-        )
-        position = self.size + self._buffered
-        self._batches_since_index += 1
-        if base >= self._next_index_offset or self._batches_since_index > INDEX_BATCHES:
-            self._batches_since_index = 0
-            entry = (base, position, self.max_ts)
-            self._index_pending.append(b"%d %d %d\n" % entry)
-            self.index.offsets.append(base)
-            self.index.positions.append(position)
-            self.index.max_ts_before.append(self.max_ts)
-            self._next_index_offset = base + INDEX_INTERVAL
-        self._buffer.append(header)
-        self._buffer.append(payload)
-        self._buffered += len(header) + len(payload)
-        self.max_ts = max(self.max_ts, batch_max)
-        self.next_offset = base + len(records)
-        if self._buffered >= _FLUSH_BYTES:
-            self.flush()
-        return base
-
-    def flush(self) -> None:
-        if self._buffer:
-            self._data.write(b"".join(self._buffer))
-            self._buffer.clear()
-            self.size += self._buffered
-            self._buffered = 0
-        self._data.flush()
-        if self._index_pending:
-            self._index_file.write(b"".join(self._index_pending))
-            self._index_pending.clear()
-        self._index_file.flush()
-
-    def sync(self) -> None:
-        self.flush()
-        os.fsync(self._data.fileno())
-        os.fsync(self._index_file.fileno())
-
-    def close(self) -> None:
-        self.flush()
-        self._data.close()
-        self._index_file.close()
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed process nobody has reaped yet is a zombie: it holds nothing
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 class EmbeddedLog:
@@ -248,14 +108,19 @@ class EmbeddedLog:
 
     def __init__(self, root: Path, default_partitions: int = 1, *, lock: bool = True) -> None:
         """``lock=False`` is for a helper process of the lock holder: it writes partitions
-        the holder leaves alone, under the holder's lock."""
+        the holder leaves alone, under the holder's lock, and hands their ends to the
+        holder (``positions``), whose commit covers them (``adopt``)."""
         self.root = Path(root)
         self.identity = f"embedded:{self.root.resolve()}"
         self._take_lock = lock
         self.default_partitions = default_partitions
-        self._writers: dict[tuple[str, int], _PartitionWriter] = {}
+        self._writers: dict[Key, PartitionWriter] = {}
         self._partitions: dict[str, int] = {}
         self._lock: IO[bytes] | None = None
+        self._commit = CommitRecord(self.root)
+        self._adopted: dict[Key, Committed] = {}
+        self._failed: str | None = None
+        self._legacy_ends: dict[Key, tuple[int, Committed]] = {}
 
     # -- topics -------------------------------------------------------------------------------
 
@@ -267,9 +132,33 @@ class EmbeddedLog:
         if known is not None:
             return known
         meta = self._topic_dir(topic) / "topic.json"
-        if not meta.exists():
-            raise LogError(f"unknown topic {topic!r}")
-        count = int(orjson.loads(meta.read_bytes())["partitions"])
+        try:
+            raw = meta.read_bytes()
+        except FileNotFoundError:
+            committed = self._commit.entries() or {}
+            if any(key[0] == topic for key in committed):
+                raise CorruptLog(
+                    f"the log is corrupt: topic {topic} has committed records but its "
+                    f"metadata {meta} is missing; run `cdb log verify`"
+                ) from None
+            raise LogError(f"unknown topic {topic!r}") from None
+        except OSError as exc:
+            raise LogError(f"cannot read {meta}: {exc.strerror or exc}") from None
+        try:
+            count = orjson.loads(raw)["partitions"]
+            if type(count) is not int or count < 1:
+                raise ValueError(f"partitions {count!r}")
+        except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
+            raise CorruptLog(
+                f"the log is corrupt: the metadata of topic {topic} ({meta}) is damaged "
+                f"({exc}); run `cdb log verify`"
+            ) from None
+        beyond = [p for (t, p) in (self._commit.entries() or {}) if t == topic and p >= count]
+        if beyond:
+            raise CorruptLog(
+                f"the log is corrupt: {meta} says {count} partition(s) but partition "
+                f"{min(beyond)} of {topic} has committed records; run `cdb log verify`"
+            )
         self._partitions[topic] = count
         return count
 
@@ -277,6 +166,8 @@ class EmbeddedLog:
         """Create ``topic`` if it does not exist; return its partition count."""
         try:
             return self.partitions(topic)
+        except CorruptLog:
+            raise
         except LogError:
             pass
         count = partitions or self.default_partitions
@@ -285,40 +176,120 @@ class EmbeddedLog:
         tmp = directory / "topic.json.tmp"
         tmp.write_bytes(orjson.dumps({"name": topic, "partitions": count}))
         os.replace(tmp, directory / "topic.json")
+        fsync_directory(directory)
+        fsync_directory(self.root)
         self._partitions[topic] = count
         return count
 
     def topic_names(self) -> list[str]:
         if not self.root.exists():
             return []
-        return sorted(p.parent.name for p in self.root.glob("*/topic.json"))
+        names = {p.parent.name for p in self.root.glob("*/topic.json")}
+        names.update(topic for topic, _ in self._commit.entries() or {})
+        return sorted(names)
 
     # -- writing ------------------------------------------------------------------------------
 
     def open_for_writing(self) -> None:
-        """Take the directory's writer lock; fails fast if another process holds it."""
-        if self._lock is not None:
+        """Take the directory's writer lock and settle the commit record (dropping what a
+        crashed writer left uncommitted happens per partition, when it is first written)."""
+        if self._lock is not None or not self._take_lock:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        lock = open(self.root / ".writer.lock", "wb")  # noqa: SIM115 - held until close()
         try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock = open(self.root / LOCK_FILE, "a+b")  # noqa: SIM115 - held until close()
+        except OSError as exc:
+            raise LogError(f"cannot write the log at {self.root}: {exc.strerror or exc}") from None
+        try:
+            self._acquire(lock)
+            self._lock = lock
+            _LOCK_HOLDERS.add(self)
+            self._settle_commit_record()
+        except BaseException:
+            self._forget_lock()
             lock.close()
-            raise LogError(
-                f"the log at {self.root} is being written by another process; "
-                "wait for it or use another data directory"
-            ) from None
-        self._lock = lock
+            raise
 
-    def _writer(self, topic: str, partition: int) -> _PartitionWriter:
+    def _acquire(self, lock: IO[bytes]) -> None:
+        deadline = time.monotonic() + LEFTOVER_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = self._lock_holder()
+                alive = holder is None or _process_alive(holder)
+                if alive or time.monotonic() > deadline:
+                    who = "" if holder is None else f" (pid {holder})"
+                    left = "" if alive else ", which has exited but left processes behind"
+                    raise LogError(
+                        f"the log at {self.root} is being written by another process{who}"
+                        f"{left}; wait for it or use another data directory"
+                    ) from None
+                # The writer is dead: what still holds its lock are its helpers, exiting.
+                time.sleep(0.05)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(b"%d\n" % os.getpid())
+        lock.flush()
+
+    def _lock_holder(self) -> int | None:
+        try:
+            text = (self.root / LOCK_FILE).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _forget_lock(self) -> None:
+        """Close this process's copy of the lock without unlocking it (a forked child's
+        copy: the parent keeps holding the lock)."""
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                self._lock.close()
+            self._lock = None
+        _LOCK_HOLDERS.discard(self)
+
+    def _settle_commit_record(self) -> None:
+        """Make sure the log has a commit record: a new log gets an empty one before any
+        data is written; a log from before the record existed gets one from its data."""
+        if self._commit.exists():
+            self._commit.entries()  # a damaged record stops the writer here
+            return
+        entries: dict[Key, Committed] = {}
+        for key in partitions_on_disk(self.root):
+            segment = self._segment_path(*key)
+            if segment.exists():
+                entries[key] = legacy_end(segment)[0]
+        self._commit.write(entries)
+
+    def _writer(self, topic: str, partition: int) -> PartitionWriter:
         writer = self._writers.get((topic, partition))
         if writer is None:
+            if self._failed is not None:
+                raise LogError(self._failed)
             if self._lock is None and self._take_lock:
                 self.open_for_writing()
-            writer = _PartitionWriter(self._topic_dir(topic) / str(partition))
+            place = Place(topic, partition, self._segment_path(topic, partition))
+            committed = self._commit.get((topic, partition)) or EMPTY
+            try:
+                writer = PartitionWriter(self._topic_dir(topic) / str(partition), committed, place)
+            except OSError as exc:
+                raise self._write_failed(exc) from None
+            if writer.dropped:
+                logger.warning(
+                    "cdb: dropped %d bytes never committed at the end of %s/%d "
+                    "(a write that did not finish)",
+                    writer.dropped,
+                    topic,
+                    partition,
+                )
             self._writers[(topic, partition)] = writer
         return writer
+
+    def _write_failed(self, exc: OSError) -> LogError:
+        """After a failed write nothing more is written: the log keeps its last commit."""
+        self._failed = f"cannot write the log at {self.root}: {exc.strerror or exc}"
+        return LogError(self._failed)
 
     def append(self, topic: str, key: str, records: list[tuple[int, bytes]]) -> tuple[int, int]:
         """Append ``(timestamp, value)`` records under ``key`` as one batch.
@@ -328,21 +299,48 @@ class EmbeddedLog:
         if not _KEY.fullmatch(key):
             raise LogError(f"invalid key {key!r}: use letters, digits and . _ : - only")
         partition = partition_for(key, self.partitions(topic))
-        first = self._writer(topic, partition).append(key.encode(), records)
+        writer = self._writer(topic, partition)
+        try:
+            first = writer.append(key.encode(), records)
+        except OSError as exc:
+            raise self._write_failed(exc) from None
         return partition, first
 
+    def adopt(self, positions: Mapping[Key, Committed]) -> None:
+        """Partitions a helper process wrote (and synced): the next commit covers them."""
+        self._adopted.update(positions)
+
+    def positions(self) -> dict[Key, Committed]:
+        """Where this process's writes end, per partition (a helper hands them over)."""
+        return {key: writer.state() for key, writer in self._writers.items()}
+
     def commit(self) -> None:
-        """Make everything appended so far durable."""
-        for writer in self._writers.values():
-            writer.sync()
+        """Make everything appended so far durable, then visible in one step."""
+        if self._failed is not None:
+            raise LogError(self._failed)
+        try:
+            for writer in self._writers.values():
+                writer.sync()
+            if not self._take_lock:
+                return  # a helper: the lock holder's commit covers what it wrote
+            entries = dict(self._commit.entries() or {})
+            entries.update((key, writer.state()) for key, writer in self._writers.items())
+            entries.update(self._adopted)
+            self._adopted.clear()
+            self._commit.write(entries)
+        except OSError as exc:
+            raise self._write_failed(exc) from None
 
     def close(self) -> None:
+        """Close every file and the lock. What was not committed is left for the next
+        writer to drop."""
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
         if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+            self._forget_lock()
 
     def __enter__(self) -> EmbeddedLog:
         return self
@@ -352,32 +350,56 @@ class EmbeddedLog:
 
     # -- reading ------------------------------------------------------------------------------
 
+    def _segment_path(self, topic: str, partition: int) -> Path:
+        return self._topic_dir(topic) / str(partition) / f"{SEGMENT_NAME}.log"
+
     def _segment(self, topic: str, partition: int) -> Path:
         if not 0 <= partition < self.partitions(topic):  # raises for an unknown topic
             raise LogError(f"unknown partition {topic}/{partition}")
-        return self._topic_dir(topic) / str(partition) / f"{SEGMENT_NAME}.log"
+        return self._segment_path(topic, partition)
+
+    def _bounds(self, topic: str, partition: int) -> tuple[int, int]:
+        """(end offset, size in bytes) of what this process may read of a partition: what
+        is committed, or what it wrote itself."""
+        path = self._segment(topic, partition)
+        writer = self._writers.get((topic, partition))
+        if writer is not None:
+            writer.flush()
+            return writer.next_offset, writer.size
+        committed = self._adopted.get((topic, partition)) or self._commit.get((topic, partition))
+        if committed is None:  # a log from before the commit record
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                return 0, 0
+            cached = self._legacy_ends.get((topic, partition))
+            if cached is None or cached[0] != size:
+                cached = (size, legacy_end(path)[0])
+                self._legacy_ends[(topic, partition)] = cached
+            committed = cached[1]
+        return committed.next_offset, committed.size
 
     def end_offset(self, topic: str, partition: int) -> int:
-        """The offset the next record will get (the count of complete records)."""
+        """The offset the next record will get (the count of committed records, or of all
+        this process wrote to the partition)."""
         writer = self._writers.get((topic, partition))
         if writer is not None:
             return writer.next_offset
-        path = self._segment(topic, partition)
-        if not path.exists():
-            return 0
-        index = _Index(path.with_suffix(".index"))
-        offset, position = index.offsets[-1], index.positions[-1]
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            handle.seek(position)
-            for header, at in _batches(handle):
-                payload = _read_payload(handle, header)
-                if at + header.size > size or payload is None:
-                    break
-                if zlib.crc32(payload) != header.crc and at + header.size >= size:
-                    break  # an unfinished final batch, as recovery would see it
-                offset = header.base + header.count
-        return offset
+        end, size = self._bounds(topic, partition)
+        if size:
+            path = self._segment_path(topic, partition)
+            place = Place(topic, partition, path)
+            try:
+                on_disk = path.stat().st_size
+            except FileNotFoundError:
+                raise place.corrupt(
+                    end, 0, f"the segment is missing ({size} bytes committed)"
+                ) from None
+            if on_disk < size:
+                raise place.corrupt(
+                    end, on_disk, f"the segment has {on_disk} bytes but {size} were committed"
+                )
+        return end
 
     def read(
         self,
@@ -410,54 +432,86 @@ class EmbeddedLog:
         to_offset: int | None,
         verify: bool,
         from_time: int | None = None,
-        position: int | None = None,
     ) -> Iterator[tuple[str, int, list[bytes]]]:
         """Per stored batch in the range: its key, the first offset in the range, and the
-        lines (``timestamp TAB value``) in the range."""
-        writer = self._writers.get((topic, partition))
-        if writer is not None:
-            writer.flush()
-        path = self._segment(topic, partition)
-        if not path.exists():
-            return
+        lines (``timestamp TAB value``) in the range. Every batch passed on the way is
+        checked to be where the one before it ends, with the next offset; every batch read
+        is checked whole (its CRC with ``verify``, and its record count)."""
+        end, bound = self._bounds(topic, partition)
         from_offset = max(from_offset, 0)
-        if position is None:
-            _, position = _Index(path.with_suffix(".index")).seek_offset(from_offset)
-        with open(path, "rb") as handle:
-            handle.seek(position)
-            for header, _at in _batches(handle):
-                end = header.base + header.count
-                if end <= from_offset or (from_time is not None and header.max_ts < from_time):
-                    continue  # skipped without reading the payload
+        if bound == 0 or from_offset >= end or (to_offset is not None and to_offset <= from_offset):
+            return
+        path = self._segment_path(topic, partition)
+        place = Place(topic, partition, path)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise place.corrupt(
+                end, 0, f"the segment is missing ({bound} bytes committed)"
+            ) from None
+        with handle:
+            on_disk = os.fstat(handle.fileno()).st_size
+            if on_disk < bound:
+                raise place.corrupt(
+                    end, on_disk, f"the segment has {on_disk} bytes but {bound} were committed"
+                )
+            index = Index(path.with_suffix(".index"))
+            index.truncate_to(end, bound)
+            if from_time is None:
+                offset, position = index.seek_offset(from_offset)
+            else:
+                offset, position = index.seek_time(from_time)
+            if position:
+                header = header_at(handle, position, bound)
+                if header is None or header.base != offset:
+                    logger.warning(
+                        "cdb: the index of %s/%d is damaged; reading without it", topic, partition
+                    )
+                    offset, position = 0, 0
+            while position < bound:
+                header = header_at(handle, position, bound)
+                if header is None:
+                    raise place.corrupt(offset, position, "no valid batch header")
+                if header.base != offset:
+                    raise place.corrupt(
+                        offset, position, f"the batch there starts at offset {header.base}"
+                    )
+                batch_end = header.base + header.count
+                if position + header.size > bound:
+                    raise place.corrupt(offset, position, "a batch runs past the committed end")
+                if batch_end <= from_offset or (
+                    from_time is not None and header.max_ts < from_time
+                ):
+                    position += header.size  # skipped without reading the payload
+                    offset = batch_end
+                    continue
                 if to_offset is not None and header.base >= to_offset:
                     return
-                payload = _read_payload(handle, header)
-                if payload is None:
-                    return
+                payload = handle.read(header.length)
                 if verify and zlib.crc32(payload) != header.crc:
-                    if handle.read(1) == b"":
-                        return  # an unfinished final batch: not yet part of the log
-                    raise CorruptRecord(
-                        f"{topic}/{partition}: batch at offset {header.base} is corrupt"
-                    )
+                    raise place.corrupt(offset, position, "the batch's checksum does not match")
                 lines = payload.split(b"\n")
-                lines.pop()  # after the last newline
+                if lines.pop() != b"" or len(lines) != header.count:
+                    raise place.corrupt(
+                        offset,
+                        position,
+                        f"the batch holds {len(lines)} records, not {header.count}",
+                    )
                 first = max(from_offset, header.base)
-                stop = end if to_offset is None else min(end, to_offset)
-                if first > header.base or stop < end:
+                stop = batch_end if to_offset is None else min(batch_end, to_offset)
+                if first > header.base or stop < batch_end:
                     lines = lines[first - header.base : stop - header.base]
                 yield header.key.decode(), first, lines
+                position += header.size
+                offset = batch_end
+            if offset != end:
+                raise place.corrupt(
+                    offset, position, f"the segment ends at offset {offset}, not {end}"
+                )
 
     def offset_for_time(self, topic: str, partition: int, timestamp: int) -> int:
         """The first offset whose record time is >= ``timestamp`` (the end if none is)."""
-        path = self._segment(topic, partition)
-        if not path.exists():
-            return 0
-        index = _Index(path.with_suffix(".index"))
-        offset, position = index.seek_time(timestamp)
-        batches = self._lines(
-            topic, partition, offset, None, False, from_time=timestamp, position=position
-        )
+        batches = self._lines(topic, partition, 0, None, False, from_time=timestamp)
         for _key, first, lines in batches:
             for at, line in enumerate(lines, first):
                 if int(line.split(b"\t", 1)[0]) >= timestamp:

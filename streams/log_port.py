@@ -15,8 +15,13 @@ class LogError(RuntimeError):
     """A log that cannot be used as asked; the message is one line for the user."""
 
 
-class CorruptRecord(LogError):
-    pass
+class CorruptLog(LogError):
+    """Committed data that cannot be read back exactly: a damaged batch, a gap in the
+    offsets, a missing or shortened segment, inconsistent metadata. Nothing reads past it
+    and nothing cuts it; the message names the topic, partition, file and offset."""
+
+
+CorruptRecord = CorruptLog  # the earlier name
 
 
 class Record(NamedTuple):
