@@ -11,6 +11,11 @@ It only ever continues the projector's position: if the checkpoint of the partit
 where the batch begins (records before it are not folded yet), it stands down, and the
 projector folds everything from its checkpoint as usual. Any failure does the same.
 
+Its rows and checkpoints are written in one transaction that stays open until the log has
+committed the candles (``commit``, called after the log's commit): the read models never
+hold a candle the log does not. If the run dies first, the transaction is rolled back with
+the connection, and the candles the log did commit are left to the projector.
+
 It also hashes the rows it commits, exactly as ``projection_digest`` hashes the table (each
 row as the JSON array of its values, in key order), so a backtest's digest need not read a
 million rows back: ``report()`` gives the run's candle row count and hash, or None when
@@ -21,13 +26,14 @@ holds the reported digest equal to the one read back from the store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import operator
 from itertools import repeat
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from projections import tables
 from projections.projector import checkpoint_in
@@ -113,6 +119,7 @@ class CandleSink:
         self._url = store_url
         self._projector = projector
         self._engine: Engine | None = None
+        self._conn: Connection | None = None
         self._hash = _RowsHash()
         self._first = True
         self._pending: list[Batch] = []
@@ -149,7 +156,7 @@ class CandleSink:
             self.flush()
 
     def flush(self) -> None:
-        """Write the batches gathered so far, in one transaction with the checkpoint."""
+        """Write the batches gathered so far, with the checkpoint, in the open transaction."""
         pending, self._pending, self._pending_rows = self._pending, [], 0
         if self.standing_down or not pending:
             return
@@ -162,9 +169,12 @@ class CandleSink:
 
     def _write(self, batches: list[Batch]) -> None:
         run_id, partition, first_offset = batches[0][:3]
-        if self._engine is None:
+        if self._conn is None:
             # Opened in the process that calls (a forked child has a connection of its own).
             self._engine = connect_store(self._url)
+            self._conn = self._engine.connect()
+            self._conn.begin()
+        conn = self._conn
         rows: list[tuple[Any, ...]] = []
         for _, _, _, first_sequence, columns in batches:
             symbols, stamps, opens, highs, lows, closes, volumes, intervals = columns[:8]
@@ -177,36 +187,49 @@ class CandleSink:
                     strict=False,  # repeat() is endless; the columns have one length
                 )
             )
-        with self._engine.begin() as conn:
-            if checkpoint_in(conn, self._projector, topics.MARKET_DATA, partition) != first_offset:
-                self.standing_down = True
-                return
-            if self._first:
-                self._first = False
-                earlier = conn.execute(
-                    select(tables.candles.c.run_id)
-                    .where(tables.candles.c.run_id == run_id)
-                    .limit(1)
-                ).first()
-                self._hash.valid = earlier is None
-            upsert_values(conn, tables.candles, CANDLE_COLUMNS, rows)
-            upsert(
-                conn,
-                tables.checkpoints,
-                [
-                    {
-                        "projector": self._projector,
-                        "topic": topics.MARKET_DATA,
-                        "partition": partition,
-                        "next_offset": first_offset + len(rows),
-                    }
-                ],
-            )
-            if self._hash.valid:
-                self._hash.add(rows)
+        if checkpoint_in(conn, self._projector, topics.MARKET_DATA, partition) != first_offset:
+            self.standing_down = True
+            self.close()
+            return
+        if self._first:
+            self._first = False
+            earlier = conn.execute(
+                select(tables.candles.c.run_id).where(tables.candles.c.run_id == run_id).limit(1)
+            ).first()
+            self._hash.valid = earlier is None
+        upsert_values(conn, tables.candles, CANDLE_COLUMNS, rows)
+        upsert(
+            conn,
+            tables.checkpoints,
+            [
+                {
+                    "projector": self._projector,
+                    "topic": topics.MARKET_DATA,
+                    "partition": partition,
+                    "next_offset": first_offset + len(rows),
+                }
+            ],
+        )
+        if self._hash.valid:
+            self._hash.add(rows)
+
+    def commit(self) -> None:
+        """The log has committed the candles: commit their rows and checkpoint. A sink
+        that stood down has nothing to commit (the projector folds the candles)."""
+        if self._conn is not None and not self.standing_down:
+            try:
+                self._conn.commit()
+            except Exception:
+                self.standing_down = True  # rolled back: the projector folds them instead
+        self.close()
 
     def close(self) -> None:
-        """Let go of the store; batches not yet written are left to the projector."""
+        """Let go of the store; rows not committed are rolled back and left to the
+        projector."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()  # rolls back an open transaction
+            self._conn = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None

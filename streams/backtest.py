@@ -215,9 +215,12 @@ def run_backtest(
     md_partition = topics.partition_for(run_id, log.partitions(topics.MARKET_DATA))
     first_candle = log.end_offset(topics.MARKET_DATA, md_partition)
     next_snapshot = snapshot_every if snapshots is not None else None
+    if snapshots is not None:
+        snapshots.discard(run_id)
     publisher = (
-        MarketDataPublisher(log.root, run_id, market_data_sink) if parallel and can_fork() else None
+        MarketDataPublisher(log, run_id, market_data_sink) if parallel and can_fork() else None
     )
+    committing: MarketDataPublisher | None = None  # the publisher whose sink awaits the commit
     batch: list[Candle] = []
     on_candle = pipeline.on_candle
     publish = writer.publish
@@ -262,23 +265,30 @@ def run_backtest(
                 publisher.publish(batch)
                 writer.set_digest(topics.MARKET_DATA, publisher.finish(trailer=[marker]))
                 sink_report = publisher.sink_report
-                publisher = None
+                committing, publisher = publisher, None
                 # The child appended the candles; the read models need to know where they end.
-                partition = topics.partition_for(run_id, log.partitions(topics.MARKET_DATA))
-                writer.written[(topics.MARKET_DATA, partition)] = log.end_offset(
-                    topics.MARKET_DATA, partition
+                writer.written[(topics.MARKET_DATA, md_partition)] = log.end_offset(
+                    topics.MARKET_DATA, md_partition
                 )
             else:
                 writer.market_data_inline(batch, pipeline.candles - len(batch))
                 publish([marker])
                 sink_report = market_data_sink.report() if market_data_sink is not None else None
+            final = pipeline.finish(marker.dead_letters)
+            publish(final)
+            writer.flush()
+            # One commit makes the whole run durable and visible; until it, nothing of it is.
+            log.commit()
+            # Then the candle rows, which must never be ahead of the log.
+            if committing is not None:
+                committing.commit_sink()
+                committing = None
+            elif market_data_sink is not None:
+                market_data_sink.commit()
         finally:
-            if publisher is not None:
-                publisher.abort()
-    final = pipeline.finish(marker.dead_letters)
-    publish(final)
-    writer.flush()
-    log.commit()
+            for unfinished in (publisher, committing):
+                if unfinished is not None:
+                    unfinished.abort()
     completed = final[-1]
     assert isinstance(completed, RunCompleted)
     return BacktestOutcome(run_id, completed, writer.digest(), writer.written, sink_report)

@@ -8,12 +8,19 @@ in-process path writes; only the wall time differs.
 
 Guarantees: batches are appended in the order they were handed over; backpressure comes
 from the pipe (the engine waits when the child falls behind, memory stays flat); the child
-commits (fsync) before it reports its digest; any failure in the child surfaces in the
-engine as a ``LogError`` with the child's message.
+syncs (fsync) what it wrote before it reports its digest and where its partitions end, and
+the engine's own commit of the log covers them (``EmbeddedLog.adopt``): the candles become
+visible with the run's other events, in one commit; any failure in the child surfaces in
+the engine as a ``LogError`` with the child's message.
 
 A sink (the candles read model) runs in a third process that the child feeds the same
 pickled columns after each append; the child waits for it and hands its report back with
-the digest.
+the digest. The sink writes its rows in one open transaction and commits it only when the
+engine says the log has committed the candles (``commit_sink``), so the read models never
+hold a candle the log does not.
+
+The helpers never outlive the engine (``streams.process_guard``): killed with it, they exit
+at once and let go of the log's lock, the store and the terminal.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing
+import os
 import pickle
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -31,6 +39,7 @@ from streams import topics
 from streams.codec import encode, encode_candle_fields, relabeller
 from streams.digest import TopicDigest
 from streams.embedded_log import EmbeddedLog, LogError
+from streams.process_guard import close_inherited, die_with_parent
 
 
 def can_fork() -> bool:
@@ -55,42 +64,69 @@ class MarketDataSink(Protocol):
         """What the sink has to say once every candle is appended (picklable: it comes back
         from the market-data process)."""
 
+    def commit(self) -> None:
+        """The log has committed the candles handed over: make their rows durable too."""
+
+    def close(self) -> None:
+        """Let go of the store; rows not committed are rolled back."""
+
 
 class MarketDataPublisher:
     def __init__(
         self,
-        log_root: Path,
+        log: EmbeddedLog,
         run_id: str,
         sink: MarketDataSink | None = None,
         first_sequence: int = 0,
     ) -> None:
-        """``first_sequence``: the sequence of the first candle handed over (a replay's
-        copies continue the replayed run's numbering)."""
+        """``log``: the engine's log, holding the writer lock; its next commit covers what
+        the child appends. ``first_sequence``: the sequence of the first candle handed over
+        (a replay's copies continue the replayed run's numbering)."""
+        self._log = log
         context = multiprocessing.get_context("fork")
+        parent = os.getpid()
+        # Every pipe exists before the first fork, so each helper can close the ends that
+        # are not its own: a helper reading from the engine then sees EOF when it dies.
+        self._conn, child_end = context.Pipe(duplex=True)
+        sink_end = channel_end = decision_end = None
+        self._decision: Connection | None = None
+        if sink is not None:
+            sink_end, channel_end = context.Pipe(duplex=True)
+            self._decision, decision_end = context.Pipe(duplex=True)
         # The sink, if any, runs in a third process fed by the market-data process, so
         # writing read-model rows does not hold up appending to the log (three busy
         # processes on two cores beat two where one does both).
         self._sink_process = None
-        channel = None
         if sink is not None:
-            sink_end, channel_end = context.Pipe(duplex=True)
             self._sink_process = context.Process(
-                target=_serve_sink, args=(sink_end, sink), daemon=True, name="cdb-candle-sink"
+                target=_serve_sink,
+                args=(
+                    parent,
+                    sink_end,
+                    decision_end,
+                    sink,
+                    (self._conn, child_end, channel_end, self._decision),
+                ),
+                daemon=True,
+                name="cdb-candle-sink",
             )
             self._sink_process.start()
-            sink_end.close()
-            channel = _SinkChannel(channel_end)
-        self._conn, child_end = context.Pipe(duplex=True)
         self._process = context.Process(
             target=_serve,
-            args=(log_root, run_id, child_end, channel, first_sequence),
+            args=(
+                parent,
+                log.root,
+                run_id,
+                child_end,
+                channel_end,
+                first_sequence,
+                (self._conn, sink_end, self._decision, decision_end),
+            ),
             daemon=True,
             name="cdb-market-data",
         )
         self._process.start()
-        child_end.close()
-        if channel is not None:
-            channel_end.close()  # the market-data process holds it now
+        close_inherited([child_end, sink_end, channel_end, decision_end])
         self.sink_report: Any = None
 
     def publish(self, candles: list[Candle]) -> None:
@@ -118,7 +154,8 @@ class MarketDataPublisher:
             raise LogError(self._failure("the market data publisher stopped")) from None
 
     def finish(self, trailer: list[Event]) -> TopicDigest:
-        """Append ``trailer`` after the candles, wait until all is durable, return the digest."""
+        """Append ``trailer`` after the candles, wait until all is synced, hand where the
+        partitions end to the log's next commit, and return the digest."""
         try:
             self._conn.send_bytes(b"T" + pickle.dumps([(e.timestamp, encode(e)) for e in trailer]))
             self._conn.send_bytes(b"")
@@ -128,13 +165,29 @@ class MarketDataPublisher:
         finally:
             self._process.join(timeout=30)
             self._conn.close()
-            if self._sink_process is not None:
-                self._sink_process.join(timeout=30)
         if reply[0] != "ok":
             raise LogError(f"writing market_data failed: {reply[1]}")
+        _, count, finished, self.sink_report, positions = reply
+        self._log.adopt(positions)
         digest = TopicDigest()
-        digest.count, digest.finished, self.sink_report = reply[1], reply[2], reply[3]
+        digest.count, digest.finished = count, finished
         return digest
+
+    def commit_sink(self) -> None:
+        """After the log's commit: the sink commits its rows (if it is still there: a sink
+        that stood down or died leaves them to the projector, which folds from the log)."""
+        if self._decision is None:
+            return
+        try:
+            self._decision.send_bytes(b"commit")
+            self._decision.recv_bytes()
+        except (OSError, EOFError):
+            pass
+        finally:
+            self._decision.close()
+            self._decision = None
+            if self._sink_process is not None:
+                self._sink_process.join(timeout=30)
 
     def abort(self) -> None:
         for process in (self._process, self._sink_process):
@@ -143,6 +196,9 @@ class MarketDataPublisher:
                     process.terminate()
                 process.join(timeout=5)
         self._conn.close()
+        if self._decision is not None:
+            self._decision.close()
+            self._decision = None
 
     def _failure(self, what: str) -> str:
         try:
@@ -177,26 +233,48 @@ class _SinkChannel:
             self._conn.close()
 
 
-def _serve_sink(conn: Connection, sink: MarketDataSink) -> None:
+def _serve_sink(
+    parent: int,
+    conn: Connection,
+    decision: Connection,
+    sink: MarketDataSink,
+    others: tuple[Connection | None, ...],
+) -> None:
+    die_with_parent(parent)
+    close_inherited(others)
     gc.disable()
+    committed = False
     try:
         while data := conn.recv_bytes():
             (run_id, partition, first_offset, first_sequence), columns = pickle.loads(data)
             sink(run_id, partition, first_offset, first_sequence, pickle.loads(columns))
         conn.send(sink.report())
+        # The rows stay uncommitted until the engine has committed the log.
+        if decision.recv_bytes() == b"commit":
+            sink.commit()
+            committed = True
+            decision.send_bytes(b"ok")
     except (EOFError, OSError):
-        pass  # the market-data process is gone (aborted): so is the run
+        pass  # the engine or the market-data process is gone (aborted): so is the run
     finally:
+        if not committed:
+            sink.close()
         conn.close()
+        decision.close()
 
 
 def _serve(
+    parent: int,
     log_root: Path,
     run_id: str,
     conn: Connection,
-    sink_process: _SinkChannel | None,
+    channel_end: Connection | None,
     first_sequence: int,
+    others: tuple[Connection | None, ...],
 ) -> None:
+    die_with_parent(parent)
+    close_inherited(others)
+    sink_process = _SinkChannel(channel_end) if channel_end is not None else None
     gc.disable()  # acyclic, short-lived objects only; see streams.backtest
     log = EmbeddedLog(log_root, lock=False)
     digest = TopicDigest()
@@ -236,11 +314,12 @@ def _serve(
                 sink_process.send((run_id, partition, first_offset, sequence), data)
             sequence += len(records)
             digest.update([value for _, value in records])
-        log.commit()
+        log.commit()  # a helper's commit syncs; the engine's commit makes it visible
+        positions = log.positions()
         log.close()
         report = sink_process.report() if sink_process is not None else None
         sink_process = None
-        conn.send(("ok", digest.count, digest.hexdigest(), report))
+        conn.send(("ok", digest.count, digest.hexdigest(), report, positions))
     except BaseException as exc:  # report everything to the engine, then stop
         with contextlib.suppress(OSError):
             conn.send(("error", f"{type(exc).__name__}: {exc}"))

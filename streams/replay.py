@@ -353,7 +353,7 @@ def _replay(
     # forked (as a backtest's candles are); the replay's events are written here.
     publisher = None
     if isinstance(log, EmbeddedLog) and can_fork():
-        publisher = MarketDataPublisher(log.root, new_run, first_sequence=first_candle)
+        publisher = MarketDataPublisher(log, new_run, first_sequence=first_candle)
     candles = 0
     ended = stopped = False
     last_candle_ts: int | None = None

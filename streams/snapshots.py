@@ -45,6 +45,16 @@ class SnapshotStore:
     def _directory(self, run_id: str) -> Path:
         return self.root / run_id
 
+    def discard(self, run_id: str) -> None:
+        """Forget every snapshot of ``run_id``: a run that starts afresh under an id the
+        log does not hold finds only the leftovers of an attempt that never committed,
+        taken at offsets its candles may not have."""
+        directory = self._directory(run_id)
+        if directory.is_dir():
+            for path in directory.iterdir():
+                if path.suffix in (".snap", ".tmp"):
+                    path.unlink(missing_ok=True)
+
     def write(self, snapshot: Snapshot) -> Path:
         directory = self._directory(snapshot.run_id)
         directory.mkdir(parents=True, exist_ok=True)
