@@ -21,6 +21,7 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.exc import OperationalError
 
 from cdb import bootstrap, live_commands, risk_commands
+from cdb import log_commands as log_commands_module
 from cdb.common import Parser as _Parser
 from cdb.common import (
     UsageError,
@@ -154,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     digest.add_argument("--topic", action="append", help="only these topics (repeatable)")
     digest.add_argument("--run-id", help="only events of this run")
+    log_commands_module.add_parsers(log_commands, places)
 
     db = commands.add_parser("db", help="the read-model store's schema", parents=[places])
     db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
@@ -442,6 +444,8 @@ def _existing_log(args: argparse.Namespace) -> EventLog:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
+    if log_commands_module.handles(args):
+        return log_commands_module.cmd_log_check(args)
     log = _existing_log(args)
     try:
         return _log_command(log, args)
