@@ -24,14 +24,17 @@ belongs to one log). Only its own checkpoints and ``projected_runs`` rows are re
   that holds no other run is emptied at once.
 - Postgres: the shadows hold this log's rows only. The transaction that swaps them in
   first locks the live tables (``store.lock_for_swap``): every projector writing to them
-  has committed, every later one waits for the swap. Then the live rows of every other
-  run are copied into the shadows, the rows other logs' projectors committed while the
-  rebuild ran included, and the shadows are swapped in. Chosen over deleting and
-  refolding the runs in the live tables (what SQLite does) because the swap keeps what
-  makes it fast (COPY into tables without indexes, indexes built once, parallel workers)
-  whatever else the store holds; sharing costs one copy of the other logs' rows while
-  the tables are locked, and the common case, one log per store, copies nothing (finding
-  that out costs one index probe per run and table).
+  has committed, every later one waits for the swap. Then, table by table, the live rows
+  of every other run (those other logs' projectors committed while the rebuild ran
+  included) are kept: copied into the shadow, which is swapped in; or, where they are
+  more than the shadow's rows, left where they are, this log's live rows deleted and the
+  shadow's inserted. Chosen over deleting and refolding the runs in the live tables from
+  the start (what SQLite does) because the fold keeps what makes it fast (COPY into
+  tables without indexes, indexes built once, parallel workers) whatever else the store
+  holds, and the rows other projectors commit meanwhile are in the live tables when they
+  are locked. Sharing costs a copy of the smaller side while the tables are locked; the
+  common case, one log per store, keeps nothing (finding that out costs one index probe
+  per run and table).
 
 Rebuilds of one store take turns (``store.rebuild_lock``): a second waits for the first,
 then runs. A damaged SQLite file is moved aside and the rebuild made into a fresh one
@@ -80,9 +83,11 @@ from projections.store import (
     create_shadow,
     delete_runs,
     drop_shadows,
+    fewer_kept_than_rebuilt,
     index_shadow,
     lock_for_swap,
     rebuild_lock,
+    refill_from_shadow,
     replace_damaged,
     run_ids_in,
     swap_in,
@@ -551,29 +556,40 @@ def _rebuild_here(
             replaced = logged | _projected_runs(conn, projector)
             folder = _Folder(conn, projector, targets, projection, batch_size, replaced)
         folder.fold(log, plan)
+        swapped = []
         if postgres:
-            _keep_other_runs(conn, projector, targets, logged | folder.run_ids)
+            swapped = _keep_other_runs(conn, projector, targets, logged | folder.run_ids)
         _conclude(conn, projector, projection, folder.checkpoints, folder.dead, folder.projected)
-        if postgres:
-            for table in targets:
-                swap_in(conn, table)
+        for table in swapped:
+            swap_in(conn, table)
     return folder.progress
 
 
 def _keep_other_runs(
     conn: Connection, projector: str, targets: list[Table], replaced: set[str]
-) -> None:
-    """Ready the shadows (Postgres) to take the live tables' places, in the transaction
-    that swaps them in: lock the live tables (every writer before commits, every later one
-    waits for the swap), then copy into each shadow the live rows of every run that this
-    rebuild does not replace: other logs' runs, those their projectors committed while
-    this rebuild ran included. The common case, one log per store, copies nothing."""
+) -> list[Table]:
+    """Settle each table of a Postgres rebuild, in the transaction that swaps them in, and
+    return those whose shadows are to take the live tables' places.
+
+    First the live tables are locked (every writer before has committed, every later one
+    waits for the swap). Then the live rows of every run this rebuild does not replace
+    (other logs' runs, those their projectors committed while it ran included) are kept:
+    copied into the shadow, or, where they outnumber the shadow's rows, kept where they
+    are while this log's rows in the live table are replaced by the shadow's. The common
+    case, one log per store, keeps nothing and swaps every table."""
     lock_for_swap(conn, targets)
     replaced = replaced | _projected_runs(conn, projector)
+    swapped = []
     for table in targets:
         kept = [run_id for run_id in run_ids_in(conn, table) if run_id not in replaced]
-        if kept:
+        if not kept:
+            swapped.append(table)
+        elif fewer_kept_than_rebuilt(conn, table, kept):
             copy_runs_into_shadow(conn, table, kept)
+            swapped.append(table)
+        else:
+            refill_from_shadow(conn, table, kept)
+    return swapped
 
 
 def _conclude(
@@ -646,9 +662,9 @@ def _rebuild_in_workers(
             projected += part_projected
             folded |= part_runs
         with engine.begin() as conn:
-            _keep_other_runs(conn, projector, targets, logged | folded)
+            swapped = _keep_other_runs(conn, projector, targets, logged | folded)
             _conclude(conn, projector, None, checkpoints, dead, projected)
-            for table in targets:
+            for table in swapped:
                 swap_in(conn, table)
         return progress
     finally:

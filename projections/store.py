@@ -544,3 +544,31 @@ def copy_runs_into_shadow(conn: Connection, table: Table, run_ids: Sequence[str]
         f"SELECT {names} FROM {quote(table.name)} WHERE run_id = ANY(%(runs)s)",
         {"runs": list(run_ids)},
     )
+
+
+def fewer_kept_than_rebuilt(conn: Connection, table: Table, kept: Sequence[str]) -> bool:
+    """Whether the live rows of the ``kept`` runs are no more than the rows of ``table``'s
+    shadow (counted only as far as it takes to tell)."""
+    quote = conn.dialect.identifier_preparer.quote
+    rebuilt = conn.exec_driver_sql(f"SELECT count(*) FROM {quote(shadow_of(table).name)}")
+    limit = int(rebuilt.scalar_one())
+    found = conn.exec_driver_sql(
+        f"SELECT count(*) FROM (SELECT 1 FROM {quote(table.name)} "
+        "WHERE run_id = ANY(%(runs)s) LIMIT %(limit)s) AS kept",
+        {"runs": list(kept), "limit": limit + 1},
+    )
+    return int(found.scalar_one()) <= limit
+
+
+def refill_from_shadow(conn: Connection, table: Table, kept: Sequence[str]) -> None:
+    """The other way to the same table as copying the ``kept`` runs' rows into the shadow
+    and swapping it in, when the kept rows are the many: delete every other live row of
+    ``table``, insert the shadow's rows, and drop the shadow."""
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c.name) for c in table.columns)
+    live, shadow = quote(table.name), quote(shadow_of(table).name)
+    conn.exec_driver_sql(
+        f"DELETE FROM {live} WHERE NOT (run_id = ANY(%(runs)s))", {"runs": list(kept)}
+    )
+    conn.exec_driver_sql(f"INSERT INTO {live} ({names}) SELECT {names} FROM {shadow}")
+    conn.exec_driver_sql(f"DROP TABLE {shadow}")

@@ -30,7 +30,7 @@ from streams.backtest import run_backtest
 from streams.csv_source import CsvCandleSource
 from streams.embedded_log import EmbeddedLog
 from streams.log_port import describe
-from tests.support.rebuilds import PausingLog, btc_slice
+from tests.support.rebuilds import PausingLog, btc_slice, postgres_schema
 
 CONFIG = BacktestConfig(strategy_id="sma_cross", strategy_params={"fast": 5, "slow": 20})
 # Run ids of this module: distinct from every other test's in the shared Postgres database.
@@ -145,18 +145,36 @@ def _written(log: EmbeddedLog) -> dict[tuple[str, int], int]:
     return {(t.name, p): end for t in describe(log) for p, end in enumerate(t.end_offsets)}
 
 
+# How many candles each of A's three runs and B's one run have: A's rows fewer than B's
+# (the rebuild copies them into its shadows) or more (it replaces B's rows in the live
+# tables and leaves A's where they are).
+SIZES = {"copied": (400, 1_500), "left in place": (1_500, 400)}
+
+
+def _candles_table(engine: Engine) -> int:
+    """The identity of the live candles table: a swap puts another table in its place."""
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT 'candles'::regclass::oid").scalar_one())
+
+
+@pytest.mark.parametrize("kept", sorted(SIZES))
 @pytest.mark.parametrize("workers", [1, 2])
 def test_rows_another_log_commits_during_a_postgres_rebuild_survive_it(
-    postgres_url: str, tmp_path: Path, workers: int
+    postgres_url: str, tmp_path: Path, workers: int, kept: str
 ) -> None:
     """While log B is rebuilt (in one process or two), log A's projector commits A's
     second run (the rebuild paused halfway), then its third, in small batches, while the
     rebuild goes on to swap its tables in. A's three runs end up as a fresh projection of
-    A has them, and so does B's."""
-    sources = {
-        n: CsvCandleSource("BTC_USD", btc_slice(tmp_path, n * 1_500, 1_500)) for n in range(4)
-    }
-    run_ids = {n: _run_id(f"{n}") for n in range(4)}
+    A has them, and so does B's; whether A's rows were copied into the rebuild's shadows or
+    left in place in the live tables."""
+    a_size, b_size = SIZES[kept]
+    first = [0, a_size, 2 * a_size, 3 * a_size]
+    sizes = [a_size, a_size, a_size, b_size]
+    sources = [
+        CsvCandleSource("BTC_USD", btc_slice(tmp_path, f, n))
+        for f, n in zip(first, sizes, strict=True)
+    ]
+    run_ids = [_run_id(f"{n}") for n in range(4)]
     first_of_a: dict[tuple[str, int], int] = {}
     with EmbeddedLog(tmp_path / "a" / "log") as log_a, EmbeddedLog(tmp_path / "b" / "log") as log_b:
         for n in (0, 1, 2):
@@ -164,52 +182,51 @@ def test_rows_another_log_commits_during_a_postgres_rebuild_survive_it(
             first_of_a = first_of_a or _written(log_a)
         run_backtest(CONFIG, [sources[3]], log_b, run_id=run_ids[3])
         second_of_a = _written(log_a)
-    engine = open_store(postgres_url)
-    try:
-        with (
-            EmbeddedLog(tmp_path / "a" / "log") as log_a,
-            EmbeddedLog(tmp_path / "b" / "log") as log_b,
-        ):
-            catch_up(log_a, engine, until=first_of_a)  # A's first run
-            catch_up(log_b, engine)
-            paused = PausingLog(log_b)
-            failures: list[BaseException] = []
+    with postgres_schema(postgres_url, "cdb_rebuild_scope") as store_url:
+        engine = open_store(store_url)
+        try:
+            with (
+                EmbeddedLog(tmp_path / "a" / "log") as log_a,
+                EmbeddedLog(tmp_path / "b" / "log") as log_b,
+            ):
+                catch_up(log_a, engine, until=first_of_a)  # A's first run
+                catch_up(log_b, engine)
+                candles = _candles_table(engine)
+                paused = PausingLog(log_b, topic="market_data", at=200)
+                failures: list[BaseException] = []
 
-            def in_background(work: Callable[[], object]) -> threading.Thread:
-                def run() -> None:
-                    try:
-                        work()
-                    except BaseException as exc:  # reported by the test below
-                        failures.append(exc)
+                def in_background(work: Callable[[], object]) -> threading.Thread:
+                    def run() -> None:
+                        try:
+                            work()
+                        except BaseException as exc:  # reported by the test below
+                            failures.append(exc)
 
-                thread = threading.Thread(target=run)
-                thread.start()
-                return thread
+                    thread = threading.Thread(target=run)
+                    thread.start()
+                    return thread
 
-            rebuilding = in_background(lambda: rebuild(paused, engine, workers=workers))
-            assert paused.halfway.wait(60)
-            catch_up(log_a, engine, until=second_of_a)  # A's second run, mid-rebuild
-            writing = in_background(lambda: catch_up(log_a, engine, batch_size=40))
-            paused.resume.set()
-            rebuilding.join(120)
-            writing.join(120)
-            assert not failures
-            assert not rebuilding.is_alive() and not writing.is_alive()
-        reference_a = _reference(tmp_path / "a" / "log", tmp_path / "reference-a")
-        reference_b = _reference(tmp_path / "b" / "log", tmp_path / "reference-b")
-        for n, reference in (
-            (0, reference_a),
-            (1, reference_a),
-            (2, reference_a),
-            (3, reference_b),
-        ):
-            run_id = run_ids[n]
-            assert _rows_of(engine, run_id) == _rows_of(reference, run_id) > 1_500, n
-            assert projection_digest(engine, run_id) == projection_digest(reference, run_id), n
-        reference_a.dispose()
-        reference_b.dispose()
-    finally:
-        engine.dispose()
+                rebuilding = in_background(lambda: rebuild(paused, engine, workers=workers))
+                assert paused.halfway.wait(60)
+                catch_up(log_a, engine, until=second_of_a)  # A's second run, mid-rebuild
+                writing = in_background(lambda: catch_up(log_a, engine, batch_size=40))
+                paused.resume.set()
+                rebuilding.join(120)
+                writing.join(120)
+                assert not failures
+                assert not rebuilding.is_alive() and not writing.is_alive()
+            # The way the candles were kept: copied into a shadow swapped in, or in place.
+            assert (_candles_table(engine) == candles) is (kept == "left in place")
+            reference_a = _reference(tmp_path / "a" / "log", tmp_path / "reference-a")
+            reference_b = _reference(tmp_path / "b" / "log", tmp_path / "reference-b")
+            for n, run_id in enumerate(run_ids):
+                reference = reference_a if n < 3 else reference_b
+                assert _rows_of(engine, run_id) == _rows_of(reference, run_id) > sizes[n], n
+                assert projection_digest(engine, run_id) == projection_digest(reference, run_id)
+            reference_a.dispose()
+            reference_b.dispose()
+        finally:
+            engine.dispose()
 
 
 # SQLite waits this long for a write lock before "database is locked" (sqlite3's default).

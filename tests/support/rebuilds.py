@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import create_engine, make_url, text
 
 from streams.log_port import EventLog, Record
 
@@ -20,6 +23,25 @@ def btc_slice(directory: Path, first: int, count: int) -> Path:
     path = directory / f"slice-{first}-{count}_BTC-USD_30m.csv"
     path.write_text("\n".join([lines[0], *lines[1 + first : 1 + first + count]]) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def postgres_schema(postgres_url: str, name: str) -> Iterator[str]:
+    """``postgres_url`` pointed at a new, empty schema ``name`` of the same database, for a
+    test that needs a store to itself (no schema, no other test's rows); dropped after."""
+    url = make_url(postgres_url)
+    owner = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with owner.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+            conn.execute(text(f"CREATE SCHEMA {name}"))
+        yield url.update_query_dict({"options": f"-csearch_path={name}"}).render_as_string(
+            hide_password=False
+        )
+        with owner.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
+    finally:
+        owner.dispose()
 
 
 class PausingLog:
