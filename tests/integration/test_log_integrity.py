@@ -3,6 +3,7 @@ killed writer leaves nothing behind (no process, no lock, no half-committed run)
 
 from __future__ import annotations
 
+import resource
 import signal
 import subprocess
 import time
@@ -341,3 +342,37 @@ def test_repair_mends_what_loses_no_record_without_force(
         capsys, "--data-dir", str(completed), "log", "digest", "--run-id", BTC_RUN
     )
     assert code == 0, err
+
+
+def test_a_run_that_could_not_write_leaves_nothing_and_its_rerun_is_clean(tmp_path: Path) -> None:
+    def small_files() -> None:  # in the child: no file may grow past 4 MiB (as a full disk)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+
+    argv = ["backtest", "--data", str(BTC), "--json", "--no-progress"]
+    clean = subprocess.run(
+        cdb_command("--data-dir", str(tmp_path / "clean"), *argv),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert clean.returncode == 0, clean.stderr
+    data_dir = tmp_path / "var"
+    failed = subprocess.run(
+        cdb_command("--data-dir", str(data_dir), *argv),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files,
+    )
+    assert failed.returncode == 2, failed.stderr
+    assert failed.stderr.count("\n") == 1 and "Traceback" not in failed.stderr
+    assert wait_until_gone(str(data_dir), timeout=5) == []
+    rerun = subprocess.run(
+        cdb_command("--data-dir", str(data_dir), *argv), cwd=ROOT, capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    got, expected = orjson.loads(rerun.stdout), orjson.loads(clean.stdout)
+    assert got["run_id"] == expected["run_id"]
+    assert got["log_digest"] == expected["log_digest"]
+    assert got["projection_digest"] == expected["projection_digest"]
