@@ -107,11 +107,11 @@ _SQLITE_HINTS = (
     ("locked", "another process is writing it: let it finish, then run the command again"),
     (
         "malformed",
-        "the read models are disposable: move the file aside and run `cdb projections rebuild`",
+        "the read models are disposable: `cdb projections rebuild` moves it aside and refolds it",
     ),
     (
         "not a database",
-        "the read models are disposable: move the file aside and run `cdb projections rebuild`",
+        "the read models are disposable: `cdb projections rebuild` moves it aside and refolds it",
     ),
     ("unable to open", "check that its directory exists and can be written"),
     ("full", "free some space on that device, then run the command again"),

@@ -476,6 +476,8 @@ def _catch_up(
             start = checkpoint(engine, projector, topic, partition)
             if end is not None and start >= end:
                 continue
+            if end is None and log.exact_end_offsets:
+                _check_not_ahead(log, topic, partition, start)
             for offsets, values in value_batches(log, topic, partition, start, end, batch_size):
                 rows = rows_of(projector, topic, partition, offsets, values)
                 with engine.begin() as conn:
@@ -484,6 +486,19 @@ def _catch_up(
                 progress.batches += 1
                 progress.by_topic[topic] = progress.by_topic.get(topic, 0) + len(values)
     return progress
+
+
+def _check_not_ahead(log: EventLog, topic: str, partition: int, checkpoint_at: int) -> None:
+    """Read models that folded records the log no longer has (a partition cut by
+    ``cdb log repair --force``, a log replaced at the same place) would silently skip the
+    records that take those offsets next: they must be rebuilt instead."""
+    log_end = log.end_offset(topic, partition)
+    if checkpoint_at > log_end:
+        raise ProjectionError(
+            f"the read models are ahead of the log in {topic}/{partition} (folded up to "
+            f"offset {checkpoint_at}, the log ends at {log_end}): the log was cut or "
+            "replaced; run `cdb projections rebuild`"
+        )
 
 
 def batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:

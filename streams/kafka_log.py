@@ -86,6 +86,8 @@ class KafkaLog:
     ) -> None:
         self.bootstrap = bootstrap_servers
         self.identity = f"kafka://{bootstrap_servers}"
+        # Tansu reports the base offset of a partition's last batch as its end.
+        self.exact_end_offsets = False
         self.default_partitions = default_partitions
         self.connect_timeout_s = connect_timeout_s
         self.idle_ms = idle_ms

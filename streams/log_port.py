@@ -48,6 +48,9 @@ class TopicInfo:
 
 class EventLog(Protocol):
     identity: str  # which log this is (its directory, or its broker): keys checkpoints
+    # Whether ``end_offset`` is exactly the count of records (the embedded log), or may
+    # fall short of it (some brokers report the base offset of the last batch).
+    exact_end_offsets: bool
 
     def create_topic(self, topic: str, partitions: int | None = None) -> int: ...
 

@@ -311,9 +311,15 @@ def test_repair_cuts_committed_data_only_when_forced_and_keeps_what_it_cuts(
     assert len(kept) == 1 and kept[0].read_bytes() == damaged[damaged_at:]
     code, out, err = _cdb(capsys, "--data-dir", str(completed), "log", "verify")
     assert code == 0, (out, err)
-    # Readers and writers go on from the last intact batch.
+    # Readers and writers go on from the last intact batch; the read models, which folded
+    # the records cut, refuse to go on until they are rebuilt.
     assert _cdb(capsys, "--data-dir", str(completed), "log", "digest")[0] == 0
+    line = _refused(capsys, completed, "project", "--once", "--metrics-port=-1")
+    assert "ahead of the log in signals/0" in line and "projections rebuild" in line
     assert _cdb(capsys, "--data-dir", str(completed), "projections", "rebuild")[0] == 0
+    assert (
+        _cdb(capsys, "--data-dir", str(completed), "project", "--once", "--metrics-port=-1")[0] == 0
+    )
 
 
 def test_repair_mends_what_loses_no_record_without_force(
