@@ -64,6 +64,15 @@ def _writing_from(data_dir: Path, run: subprocess.Popen[bytes]) -> float:
     return time.monotonic()
 
 
+def _committed_after(data_dir: Path, run: subprocess.Popen[bytes]) -> float:
+    """Wait until the backtest ``run`` has committed its run; when it did."""
+    commit = data_dir / "log" / "COMMIT"
+    empty = commit.read_bytes()
+    while commit.read_bytes() == empty and run.poll() is None:
+        time.sleep(0.002)
+    return time.monotonic()
+
+
 def _event_ids_once(data_dir: Path, topic: str) -> None:
     values = [r.value for r in EmbeddedLog(data_dir / "log").read(topic, 0)]
     ids = [orjson.loads(v)["event_id"] for v in values]
@@ -82,14 +91,18 @@ def test_sigkill_at_random_moments_then_an_immediate_rerun(
         stderr=subprocess.PIPE,
     )
     writing = _writing_from(tmp_path / "clean", clean_run)
+    committed = _committed_after(tmp_path / "clean", clean_run) - writing
     out, err = clean_run.communicate(timeout=300)
     took = time.monotonic() - writing  # from taking the log's lock to the end
     assert clean_run.returncode == 0, err
     expected = orjson.loads(out)
     rng = random.Random(f"campaign-{backend}")
-    # Moments from the writer taking the lock: reading candles, writing them, committing,
-    # projecting, and a little after the end.
-    moments = sorted(rng.uniform(0.0, took * 1.1) for _ in range(KILLS))
+    # Moments from the writer taking the lock: most while it reads and writes candles,
+    # before its commit; some after, while it projects, and a little after the end.
+    moments = sorted(
+        [rng.uniform(0.0, committed * 0.8) for _ in range(KILLS - 3)]
+        + [rng.uniform(committed * 0.8, took * 1.1) for _ in range(3)]
+    )
     outcomes = []
     for i, moment in enumerate(moments):
         data_dir = tmp_path / f"kill-{i}"
