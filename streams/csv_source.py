@@ -2,8 +2,8 @@
 
 What a source guarantees (the rules themselves are in docs/input.md):
 
-1. Memory stays flat: the file is read in 4 MiB chunks, however long it is, and no line is
-   kept whole beyond ``MAX_LINE_BYTES``.
+1. Memory stays flat: the file is read in chunks (4 MiB), however long it is, and no line
+   is kept whole beyond a limit (1 MiB): a longer line is a dead letter (``ReadLimits``).
 2. Every data line is either a candle or one ``BadRow`` handed to ``on_dead_letter`` with
    its line number and a reason code; only empty lines are not rows. Nothing in a row's
    content makes ``candles()`` raise, wherever the row is in the file.
@@ -46,9 +46,6 @@ MAX_TIMESTAMP_MS = 4_102_444_800_000
 MIN_PRICE = 1e-12
 MAX_PRICE = 1e15
 MAX_VOLUME = 1e18
-MAX_LINE_BYTES = 1 << 20
-
-_CHUNK = 1 << 22
 _INFER_ROWS = 1000
 _MAX_HEADER_BYTES = 1 << 16
 _SYMBOL_IN_NAME = re.compile(r"([A-Za-z0-9]+)[-_]([A-Za-z0-9]+)_\d+[smhdwM]$")
@@ -97,6 +94,21 @@ class BadRow:
 
 
 DeadLetterSink = Callable[[BadRow], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """How a file is read: ``chunk_bytes`` at a time; a line longer than ``max_line_bytes``
+    is a dead letter (``LINE_TOO_LONG``), never held whole. Neither changes which rows
+    are candles (tests cut files into tiny chunks to show it), only memory and speed."""
+
+    chunk_bytes: int = 1 << 22
+    max_line_bytes: int = 1 << 20
+
+
+DEFAULT_LIMITS = ReadLimits()
+
+
 # Per block, the screened lines by line number: the line as it was, and why it was
 # screened out ("" when it was only rewritten to strict fields, e.g. unquoted).
 _Notes = dict[int, tuple[bytes, str]]
@@ -150,21 +162,22 @@ class CsvCandleSource:
     """One CSV file of one symbol. Opening it checks the file and the header and infers
     the interval and its grid from the first data rows."""
 
-    def __init__(self, symbol: str, path: Path) -> None:
+    def __init__(self, symbol: str, path: Path, limits: ReadLimits = DEFAULT_LIMITS) -> None:
         self.symbol = symbol
         self.path = path
         self.name = path.name
+        self.limits = limits
         try:
             self.size = _regular_file_size(path)
             with open(path, "rb") as handle:
                 digest = hashlib.sha256()
-                while chunk := handle.read(_CHUNK):
+                while chunk := handle.read(limits.chunk_bytes):
                     digest.update(chunk)
                 self.sha256 = digest.hexdigest()
                 handle.seek(0)
                 self._data_start = _skip_header(handle, path)
                 handle.seek(self._data_start)
-                head, whole = _head(handle)
+                head, whole = _head(handle, limits)
         except FileNotFoundError:
             raise DataSourceError(f"cannot read {path}: no such file") from None
         except PermissionError:
@@ -188,7 +201,7 @@ class CsvCandleSource:
         line_no = 1
         with open(self.path, "rb") as handle:
             handle.seek(self._data_start)
-            for lines, notes in _blocks(handle, on_progress):
+            for lines, notes in _blocks(handle, self.limits, on_progress):
                 for line in lines:
                     line_no += 1
                     try:
@@ -279,10 +292,10 @@ def _unquoted(field: str) -> str:
     return field[1:-1] if len(field) >= 2 and field[0] == field[-1] == '"' else field
 
 
-def _head(handle: BinaryIO) -> tuple[list[bytes], bool]:
+def _head(handle: BinaryIO, limits: ReadLimits) -> tuple[list[bytes], bool]:
     """The first data lines (as ``candles()`` reads them) and whether they are all there is."""
     lines: list[bytes] = []
-    blocks = _blocks(handle, None)
+    blocks = _blocks(handle, limits, None)
     for block, _notes in blocks:
         lines.extend(block)
         if len(lines) >= _INFER_ROWS:
@@ -291,14 +304,15 @@ def _head(handle: BinaryIO) -> tuple[list[bytes], bool]:
 
 
 def _blocks(
-    handle: BinaryIO, on_progress: Callable[[int], None] | None
+    handle: BinaryIO, limits: ReadLimits, on_progress: Callable[[int], None] | None
 ) -> Iterator[tuple[list[bytes], _Notes]]:
     """The data lines a chunk at a time, with line ends made ``\\n`` (CRLF and a lone CR
     alike) and, in a chunk that is not plain, each line screened (see ``_screen``)."""
     rest = b""
     line_no = 1  # the header's
     overlong = False  # inside a line too long to keep, already reported
-    while chunk := handle.read(_CHUNK):
+    limit = limits.max_line_bytes
+    while chunk := handle.read(limits.chunk_bytes):
         block = rest + chunk
         held_cr = False
         if b"\r" in block:
@@ -315,11 +329,11 @@ def _blocks(
                 del lines[0]  # the end of the long line
                 overlong = False
         notes: _Notes = {}
-        if _may_hold_long_lines(block):
-            _screen_long_lines(lines, line_no, notes)
-        if len(rest) > MAX_LINE_BYTES:
+        if _may_hold_long_lines(block, limit):
+            _screen_long_lines(lines, line_no, notes, limit)
+        if len(rest) > limit:
             lines.append(_SCREENED_OUT)
-            notes[line_no + len(lines)] = (_start_of(rest), LINE_TOO_LONG)
+            notes[line_no + len(lines)] = (_start_of(rest, limit), LINE_TOO_LONG)
             rest, overlong = b"", True
         if held_cr:
             rest += b"\r"
@@ -337,25 +351,25 @@ def _blocks(
         yield lines, notes
 
 
-def _may_hold_long_lines(block: bytes) -> bool:
-    """False when no line ended in ``block`` is longer than ``MAX_LINE_BYTES``: every
+def _may_hold_long_lines(block: bytes, limit: int) -> bool:
+    """False when no line ended in ``block`` is longer than ``limit``: every
     half-limit window up to the last line end holds a line end, so no two line ends are
     further apart than the limit. A few searches a chunk instead of a look at every line."""
-    half = max(1, MAX_LINE_BYTES // 2)
+    half = max(1, limit // 2)
     end = block.rfind(b"\n")
     return any(block.find(b"\n", i, i + half) < 0 for i in range(0, end, half))
 
 
-def _start_of(line: bytes) -> bytes:
+def _start_of(line: bytes, limit: int) -> bytes:
     """What a dead letter shows of an over-long line: the same however the line was cut."""
-    return line[: min(_SHOWN_OF_LONG, MAX_LINE_BYTES)]
+    return line[: min(_SHOWN_OF_LONG, limit)]
 
 
-def _screen_long_lines(lines: list[bytes], line_no: int, notes: _Notes) -> None:
+def _screen_long_lines(lines: list[bytes], line_no: int, notes: _Notes, limit: int) -> None:
     for i, line in enumerate(lines):
-        if len(line) > MAX_LINE_BYTES:
+        if len(line) > limit:
             lines[i] = _SCREENED_OUT
-            notes[line_no + 1 + i] = (_start_of(line), LINE_TOO_LONG)
+            notes[line_no + 1 + i] = (_start_of(line, limit), LINE_TOO_LONG)
 
 
 # -- strict reading ---------------------------------------------------------------------------
@@ -403,7 +417,7 @@ def _screen(line: bytes) -> tuple[bytes | None, str]:
 def _shown(raw: bytes) -> str:
     """A line as a dead letter carries it: UTF-8 where it is, NUL (which Postgres text
     cannot hold) and undecodable bytes as U+FFFD."""
-    return raw[:MAX_LINE_BYTES].decode("utf-8", "replace").replace("\x00", "\ufffd")
+    return raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 # -- why a row is bad -------------------------------------------------------------------------

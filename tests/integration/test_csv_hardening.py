@@ -129,16 +129,12 @@ def test_lf_crlf_and_cr_line_ends_give_the_same_candles(tmp_path: Path, end: str
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8, 13, 64, 250, 1 << 22])
-def test_chunk_boundaries_change_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
-) -> None:
+def test_chunk_boundaries_change_nothing(tmp_path: Path, chunk: int) -> None:
     """A CRLF split between two chunks, a multi-byte character or a long line across a
     boundary: the same candles and dead letters however the file is cut."""
     path = tmp_path / "X.csv"
     path.write_bytes(b"".join(text + end for text, end in _MIXED))
-    monkeypatch.setattr(cs, "MAX_LINE_BYTES", 200)
-    monkeypatch.setattr(cs, "_CHUNK", chunk)
-    stamps, bad = read_csv(path)
+    stamps, bad = read_csv(path, limits=cs.ReadLimits(chunk_bytes=chunk, max_line_bytes=200))
     assert stamps == [at(i) for i in (0, 1, 2, 3, 5, 7, 8)]
     assert reasons(bad) == [
         (5, cs.BLANK_LINE),

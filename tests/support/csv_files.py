@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from streams.csv_source import BadRow, CsvCandleSource
+from streams.csv_source import DEFAULT_LIMITS, BadRow, CsvCandleSource, ReadLimits
 
 HEADER = "timestamp_ms,open,high,low,close,volume"
 T0 = 1_700_000_040_000  # 2023-11-14T22:14:00Z, a whole minute
@@ -32,10 +32,13 @@ def write_csv(path: Path, lines: Iterable[str], *, end: str = "\n", header: str 
     return path
 
 
-def read_csv(path: Path, symbol: str = "X") -> tuple[list[int], list[BadRow]]:
+def read_csv(
+    path: Path, symbol: str = "X", limits: ReadLimits = DEFAULT_LIMITS
+) -> tuple[list[int], list[BadRow]]:
     """The candles' timestamps and the dead letters of reading ``path`` whole."""
     bad: list[BadRow] = []
-    stamps = [c.timestamp for c in CsvCandleSource(symbol, path).candles(bad.append)]
+    source = CsvCandleSource(symbol, path, limits)
+    stamps = [c.timestamp for c in source.candles(bad.append)]
     return stamps, bad
 
 
