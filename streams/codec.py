@@ -135,6 +135,10 @@ def decode(value: bytes) -> Event:
         return validate_event(payload)
     except ValueError as exc:
         raise DecodeError(str(exc)) from None
+    except (TypeError, LookupError) as exc:
+        # Upcasting reads fields before any model checks them: "schema_version": null, a
+        # field of the wrong type or a missing one fails there, and is bad input all the same.
+        raise DecodeError(f"cannot upcast this event: {exc}") from None
 
 
 def relabeller(run_from: str, run_to: str) -> Callable[[bytes], bytes]:

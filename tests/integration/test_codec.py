@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.events import Candle, MarketDataEvent
-from streams.codec import decode, encode, encode_market_data
+from streams.codec import DecodeError, decode, encode, encode_market_data
+from tests.domain.builders import sample_events
 
 prices = st.floats(min_value=1e-9, max_value=1e12, allow_nan=False, allow_infinity=False)
 
@@ -44,3 +46,15 @@ def test_fast_market_data_encoding_equals_the_models(
     fast = encode_market_data("run-1", sequence, candle)
     assert fast == encode(model)
     assert decode(fast) == model
+
+
+@pytest.mark.parametrize("version", ["null", "[1]", "{}", '"x"', "1.5e400"])
+def test_an_unreadable_schema_version_is_a_decode_error(version: str) -> None:
+    """Upcasting reads the version before any model checks it: ``null`` once escaped as a
+    TypeError (found by tests/property/test_fuzz_codec.py)."""
+    wire = encode(sample_events()["alert"]).replace(
+        b'"schema_version":1', b'"schema_version":' + version.encode()
+    )
+    assert wire != encode(sample_events()["alert"])
+    with pytest.raises(DecodeError):
+        decode(wire)
