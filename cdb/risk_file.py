@@ -89,11 +89,17 @@ def risk_config_from(path: Path | None, environ: Mapping[str, str] = os.environ)
         return RiskConfig.model_validate(raw, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        field = ".".join(_field_name(p) for p in first["loc"]) or "(top level)"
         shown = "" if first["type"] == "missing" else f" (got {_SHOWN.repr(first.get('input'))})"
         raise RiskConfigError(f"{where}: {field}: {first['msg']}{shown}") from None
     except RecursionError:
         raise RiskConfigError(f"{where}: nested too deeply") from None
+
+
+def _field_name(part: object) -> str:
+    """A part of a field's path as a message shows it: quoted if it could break the line."""
+    plain = isinstance(part, str | int) and str(part).isprintable() and str(part) != ""
+    return str(part) if plain else _SHOWN.repr(part)
 
 
 def _read(path: Path) -> dict[Any, Any]:
@@ -122,6 +128,11 @@ def _read(path: Path) -> dict[Any, Any]:
     except RecursionError:
         raise RiskConfigError(
             f"risk config {path} is not valid {kind}: nested too deeply"
+        ) from None
+    except ValueError:
+        # int() refuses a number of more than 4,300 digits while the parser reads it.
+        raise RiskConfigError(
+            f"risk config {path} is not valid {kind}: a number with too many digits"
         ) from None
     if not isinstance(raw, dict):
         raise RiskConfigError(f"risk config {path}: expected a table of settings at the top")
@@ -255,7 +266,7 @@ def _value(text: str) -> Any:
     """JSON where the text is JSON (20, true, null), else the text itself ("yes")."""
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or a number of more than 4,300 digits: text then
         return text
 
 

@@ -286,3 +286,17 @@ def test_a_risk_config_that_is_not_a_regular_file_is_refused_at_once(tmp_path: P
         )
         assert done.returncode == 2
         assert done.stderr == f"cdb: error: cannot read risk config {path}: not a regular file\n"
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".yaml", ".json"])
+def test_a_number_of_thousands_of_digits_is_one_line(tmp_path: Path, suffix: str) -> None:
+    """Python's int() refuses more than 4,300 digits with a ValueError that once escaped the
+    loader (found by tests/property/test_fuzz_risk_config.py)."""
+    huge = "1" + "0" * 5_000
+    path = tmp_path / f"risk{suffix}"
+    text = {".toml": "max_drawdown_pct = {}\n", ".yaml": "max_drawdown_pct: {}\n"}
+    path.write_text(text.get(suffix, '{{"max_drawdown_pct": {}}}').format(huge), encoding="utf-8")
+    with pytest.raises(RiskConfigError, match="a number with too many digits"):
+        load_risk_config(path)
+    with pytest.raises(RiskConfigError, match="max_drawdown_pct: Input should be a valid number"):
+        risk_config_from(None, {"CDB_RISK__MAX_DRAWDOWN_PCT": huge})
