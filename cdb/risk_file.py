@@ -129,10 +129,11 @@ def _read(path: Path) -> dict[Any, Any]:
         raise RiskConfigError(
             f"risk config {path} is not valid {kind}: nested too deeply"
         ) from None
-    except ValueError:
-        # int() refuses a number of more than 4,300 digits while the parser reads it.
+    except (ValueError, OverflowError) as exc:
+        # The parsers convert values as they read them: int() refuses a number of more than
+        # 4,300 digits; a YAML escape or tag (\U..., !!timestamp) may name nothing that is.
         raise RiskConfigError(
-            f"risk config {path} is not valid {kind}: a number with too many digits"
+            f"risk config {path} is not valid {kind}: {_unconvertible(exc)}"
         ) from None
     if not isinstance(raw, dict):
         raise RiskConfigError(f"risk config {path}: expected a table of settings at the top")
@@ -244,6 +245,13 @@ def _parse_error(exc: Exception, text: str) -> str:
         if 0 < number <= len(lines) and lines[number - 1].strip():
             reason += f": {_SHOWN.repr(lines[number - 1].strip())}"
     return reason
+
+
+def _unconvertible(exc: ValueError | OverflowError) -> str:
+    reason = (str(exc).splitlines() or [""])[0]
+    if "Exceeds the limit" in reason and "digits" in reason:
+        return "a number with too many digits"
+    return f"a value that cannot be converted ({reason[:80]})"
 
 
 def _overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:

@@ -300,3 +300,25 @@ def test_a_number_of_thousands_of_digits_is_one_line(tmp_path: Path, suffix: str
         load_risk_config(path)
     with pytest.raises(RiskConfigError, match="max_drawdown_pct: Input should be a valid number"):
         risk_config_from(None, {"CDB_RISK__MAX_DRAWDOWN_PCT": huge})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('kill_switch: "\\U00110000"\n', "chr() arg not in range"),
+        ('kill_switch: "\\U' + "9" * 30 + '"\n', "Python int too large"),
+        ('max_drawdown_pct: !!int "0x"\n', "invalid literal for int()"),
+        ('max_drawdown_pct: !!timestamp "2001-13-45"\n', "month must be in 1..12"),
+        ('max_drawdown_pct: !!int "' + "1" * 5_000 + '"\n', "a number with too many digits"),
+    ],
+)
+def test_a_yaml_value_that_names_nothing_is_one_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """PyYAML converts escapes and tagged values as it reads them; a ValueError or an
+    OverflowError from there once escaped the loader (found by the longer fuzzing run)."""
+    path = tmp_path / "risk.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(RiskConfigError, match="is not valid YAML") as caught:
+        load_risk_config(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)

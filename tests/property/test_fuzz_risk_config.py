@@ -105,6 +105,19 @@ def _written(tree: dict[str, Any], suffix: str) -> str:
     return _toml(tree)
 
 
+MUTATIONS = ["double", "cut", "insert", "drop", "digits", "odd", "odd"]
+ODD_VALUES = [
+    b' "\\U00110000"',
+    b' "\\U99999999999999999999"',
+    b' !!int "0x"',
+    b' !!timestamp "2001-13-45"',
+    b' !!binary "x"',
+    b" !!python/object:os.system x",
+    b" &a [*a]",
+    b' "\\ud800"',
+]
+
+
 @st.composite
 def files(draw: st.DrawFn) -> tuple[str, bytes]:
     """(suffix, content): a written tree, mutated or not, or random text."""
@@ -112,12 +125,15 @@ def files(draw: st.DrawFn) -> tuple[str, bytes]:
     if draw(st.integers(0, 9)) == 0:
         return suffix, draw(st.binary(max_size=60) | st.text(max_size=60).map(str.encode))
     data = _written(draw(trees()), suffix).encode()
-    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
         lines = data.splitlines(keepends=True) or [b""]
         at = draw(st.integers(0, len(lines) - 1))
-        mutation = draw(st.sampled_from(["double", "cut", "insert", "drop", "digits"]))
+        mutation = draw(st.sampled_from(MUTATIONS))
         if mutation == "double":  # the same setting twice
             lines.insert(at, lines[at])
+        elif mutation == "odd":  # a setting's value: an escape or tag that names nothing
+            key, colon, _value = lines[at].partition(b":" if suffix == ".yaml" else b"=")
+            lines[at] = key + (colon or b":") + draw(st.sampled_from(ODD_VALUES)) + b"\n"
         elif mutation == "drop":
             del lines[at]
         else:
