@@ -390,6 +390,12 @@ def _summary(
     }
 
 
+def _period(run: Any) -> str:
+    if not run["candles"]:
+        return "none (no usable candle)"
+    return f"{_fmt_time(run['started_at'])} to {_fmt_time(run['ended_at'])} UTC"
+
+
 def _by_reason(counts: dict[str, int]) -> str:
     """`` (INSUFFICIENT_CASH 40, NO_POSITION_TO_CLOSE 19)``, or nothing when none."""
     if not counts:
@@ -412,7 +418,7 @@ def _print_summary(
     lines = [
         f"Claire de Binare backtest {s['run_id']}  strategy {s['strategy']}",
         f"  data           {data}",
-        f"  period         {_fmt_time(run['started_at'])} to {_fmt_time(run['ended_at'])} UTC",
+        f"  period         {_period(run)}",
         f"  candles        {s['candles']:,}   dead letters {s['dead_letters']:,}",
         f"  signals        {s['signals']:,}   orders {s['orders']:,}   fills {s['trades']:,}"
         f"   rejected {s['rejected']:,}{_by_reason(s['rejected_by_reason'])}",

@@ -53,7 +53,9 @@ class UnknownEventType(ValueError):
 def upcast(payload: Payload, upcasters: Mapping[tuple[str, int], Upcaster] = UPCASTERS) -> Payload:
     """Lift ``payload`` to the current schema version of its type."""
     event_type = payload.get("type")
-    version = int(payload.get("schema_version", 1))
+    version = payload.get("schema_version", 1)
+    if type(version) is not int:
+        raise ValueError(f"{event_type} has schema version {version!r}, not an integer")
     while version < SCHEMA_VERSION:
         step = upcasters.get((str(event_type), version))
         if step is None:

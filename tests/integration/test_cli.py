@@ -186,3 +186,15 @@ def test_the_summary_splits_the_rejected_by_reason(
     code, out, _ = _run(capsys, "--data-dir", str(tmp_path / "b"), *common)
     assert code == 0
     assert "rejected 2 (INSUFFICIENT_CASH 1, NO_POSITION_TO_CLOSE 1)" in out
+
+
+def test_a_run_without_a_usable_candle_says_so_instead_of_a_1970_period(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_closes(tmp_path / "HUGE_USD.csv", [1e308] * 5)  # every price out of bounds
+    code, out, err = _run(
+        capsys, "--data-dir", str(tmp_path / "v"), "backtest", "--data", str(data)
+    )
+    assert code == 0, err
+    assert "period         none (no usable candle)" in out
+    assert "dead letters 5" in out and "1970" not in out

@@ -146,5 +146,5 @@ def test_corruption_in_the_middle_of_the_log_is_an_error_not_an_end(tmp_path: Pa
     first_payload = data.index(b"\n") + 1
     data[first_payload] ^= 0x01  # flip a bit in the first batch; the second follows it
     segment.write_bytes(bytes(data))
-    with pytest.raises(CorruptRecord, match="corrupt in t/0 .* at offset 0 .*checksum"):
+    with pytest.raises(CorruptRecord, match=r"corrupt in t/0 .* at offset 0 .*checksum"):
         list(EmbeddedLog(tmp_path).read("t", 0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-START_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z, on the minute grid
+START_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z (a grid is relative to the first row)
 
 
 def write_closes(
