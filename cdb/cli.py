@@ -411,9 +411,9 @@ def _print_summary(
     alerts = "none"
     if raised:
         first = raised[0]
-        alerts = (
-            f"{len(raised)} (first: {first.level} {first.code} at {_fmt_time(first.timestamp)})"
-        )
+        # A run without candles has no time of its own: its alerts are stamped 0.
+        when = f" at {_fmt_time(first.timestamp)}" if s["candles"] else ""
+        alerts = f"{len(raised)} (first: {first.level} {first.code}{when})"
     rate = s["candles"] / s["elapsed_s"] if s["elapsed_s"] else 0
     lines = [
         f"Claire de Binare backtest {s['run_id']}  strategy {s['strategy']}",
