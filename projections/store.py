@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Column, Engine, MetaData, Table, create_engine, event, make_url, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 
 from projections.sqlite_damage import check_file, damage_of, set_aside, sqlite_file
 
@@ -46,7 +46,9 @@ def create_database(server_url: str) -> str:
     """Create the database claire_de_binare on the Postgres server at ``server_url`` if it
     is not there; return ``server_url`` pointed at it (for fixtures and benchmarks)."""
     url = make_url(server_url).set(drivername="postgresql+psycopg")
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        url.set(database="postgres"), isolation_level="AUTOCOMMIT", connect_args=_connect_args(url)
+    )
     try:
         with admin.connect() as conn:
             exists = conn.execute(
@@ -66,9 +68,21 @@ def open_store(url: str) -> Engine:
     return engine
 
 
+# Seconds to wait for a Postgres server before giving up, unless the URL says otherwise
+# (?connect_timeout=N): a host that drops packets would otherwise hold a command for minutes.
+CONNECT_TIMEOUT_S = 10
+
+
+def _connect_args(url: URL) -> dict[str, Any]:
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        return {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {}
+
+
 def connect_store(url: str) -> Engine:
     """The engine for a store whose schema is known to be there (no migrations)."""
-    engine = create_engine(normalise_store_url(url))
+    parsed = make_url(normalise_store_url(url))
+    engine = create_engine(parsed, connect_args=_connect_args(parsed))
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
