@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
-from typing import Any, Protocol, cast
+from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, Table, select
@@ -54,7 +54,7 @@ from projections.tables import READ_MODELS
 from streams import topics
 from streams.codec import DecodeError, decode_view, decode_views
 from streams.collector import collector_paused
-from streams.log_port import EventLog, Record
+from streams.log_port import EventLog, Followable, Group, LogStream, Record
 
 PROJECTOR = "read_models"
 
@@ -517,14 +517,9 @@ def value_batches(
 ) -> Iterator[tuple[list[int], list[bytes]]]:
     """The offsets and values of the records in ``start <= offset < end``, about ``size``
     at a time (a log that stores batches gives whole ones, without a record per value)."""
-    read_values = getattr(log, "read_values", None)
-    if read_values is None:
-        for batch in batches(log.read(topic, partition, start, end), size):
-            yield [record.offset for record in batch], [record.value for record in batch]
-        return
     offsets: list[int] = []
     values: list[bytes] = []
-    for _key, first, stored in read_values(topic, partition, start, end):
+    for _key, first, stored in log.read_values(topic, partition, start, end):
         offsets.extend(range(first, first + len(stored)))
         values.extend(stored)
         if len(values) >= size:
@@ -545,23 +540,6 @@ IDLE_REPORT_EVERY_S = 1.0
 # topic None and 0 records, after an idle poll (at most every IDLE_REPORT_EVERY_S): the
 # records each topic partition is behind, as far as known without asking the broker.
 OnBatch = Callable[[str | None, int, Mapping[tuple[str, int], int]], None]
-# (topic, partition, first offset, values): consecutive records of one partition.
-Group = tuple[str, int, int, list[bytes]]
-
-
-class LogStream(Protocol):
-    """What a log's ``follow`` returns (``streams.kafka_log.KafkaFollower``)."""
-
-    def __iter__(self) -> Iterator[list[Group]]: ...
-
-    def __next__(self) -> list[Group]: ...
-
-    def lag(self) -> dict[tuple[str, int], int]: ...
-
-    def close(self) -> None: ...
-
-
-StartFollowing = Callable[[Mapping[tuple[str, int], int], int], LogStream]
 
 
 class _Moved(Exception):
@@ -586,14 +564,13 @@ def follow(
     reads are local), a ``catch_up`` every ``poll_s`` seconds when idle. A store error
     propagates (the caller retries; the checkpoints say where to go on).
     """
-    start = getattr(log, "follow", None)
-    if start is None:
+    if not isinstance(log, Followable):
         return _poll(log, engine, should_stop, on_batch, batch_size, poll_s)
     progress = ProjectionProgress()
     while not should_stop():
         _follow_once(
             log,
-            cast(StartFollowing, start),
+            log,
             engine,
             should_stop,
             on_batch,
@@ -647,7 +624,7 @@ def _source_partitions(log: EventLog) -> list[tuple[str, int]]:
 
 def _follow_once(
     log: EventLog,
-    start: StartFollowing,
+    following: Followable,
     engine: Engine,
     should_stop: Callable[[], bool],
     on_batch: OnBatch | None,
@@ -664,7 +641,7 @@ def _follow_once(
     # Where each partition's checkpoint is, as far as this follower knows; every write
     # checks it in its transaction.
     reached = {at: folded.get(at, 0) for at in partitions}
-    stream = start(reached, poll_ms)
+    stream = following.follow(reached, poll_ms)
     try:
         now = time.monotonic()
         next_look = now + TOPOLOGY_EVERY_S

