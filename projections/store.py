@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -319,17 +320,46 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 @contextlib.contextmanager
 def _lock_beside(engine: Engine, suffix: str) -> Iterator[None]:
     """An exclusive lock on a file beside a SQLite database (none for ``:memory:``), held
-    until the block ends; the kernel lets go of it if the process dies."""
+    until the block ends; the kernel lets go of it if the process dies.
+
+    The file is there only while someone holds the lock (or one who held it was killed):
+    the holder removes it before letting go, so commands leave nothing behind. A waiter
+    that then gets the lock of the removed file finds no file, or another one, at the path
+    and queues again on what is there now; only the holder of the file at the path goes
+    on. A file left by a killed holder is taken over and removed by the next one.
+    """
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not database or database == ":memory:":
         yield
         return
-    with open(f"{database}{suffix}", "wb") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    path = f"{database}{suffix}"
+    lock = _lock_file_at(path)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # still holding the lock: nobody can take this file meanwhile
+        os.close(lock)  # lets go of the lock
+
+
+def _lock_file_at(path: str) -> int:
+    """A descriptor of the file at ``path`` (made if missing), locked exclusively, that is
+    still the file at ``path`` once the lock is held."""
+    while True:
+        lock = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            held = os.fstat(lock)
+            current = os.stat(path)
+        except FileNotFoundError:
+            os.close(lock)  # its holder removed it while we waited
+            continue
+        except BaseException:
+            os.close(lock)
+            raise
+        if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+            return lock
+        os.close(lock)  # another file took its place while we waited
 
 
 # Rebuilding a Postgres table: the rows go into a fresh table beside it, without indexes
