@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from domain.events import BacktestRunMetadata, Candle, RunCompleted
+from domain.events import BacktestRunMetadata, RunCompleted
 from streams import topics
-from streams.backtest import BATCH, BacktestOutcome, Ingest, RunWriter
 from streams.csv_source import CandleSource, merged_candles
 from streams.engine import EngineProcessor
 from streams.log_port import EventLog, LogError
+from streams.run_driver import InlineMarketData, drive, end_input
+from streams.run_writer import BacktestOutcome, Ingest, RunWriter
 
 
 def publish_input(
@@ -35,22 +36,14 @@ def publish_input(
     ingest = Ingest(run_id)
     writer.publish([metadata])
     writer.flush()
-    batch: list[Candle] = []
-    candles = 0
-    for candle in merged_candles(sources, ingest.bad_rows.append, on_progress):
-        batch.append(candle)
-        if len(batch) >= BATCH:
-            writer.market_data_inline(batch, candles)
-            candles += len(batch)
-            batch = []
-            writer.publish(ingest.drain())
-            writer.flush()
-        ingest.last_timestamp = candle.timestamp
-        ingest.last_interval_ms = candle.interval_ms
-    writer.market_data_inline(batch, candles)
-    candles += len(batch)
-    writer.publish(ingest.drain())
-    writer.publish([ingest.completed(candles)])
+    market_data = InlineMarketData(writer)
+    at = drive(
+        merged_candles(sources, ingest.bad_rows.append, on_progress),
+        writer=writer,
+        ingest=ingest,
+        market_data=market_data,
+    )
+    end_input(at, writer=writer, ingest=ingest, market_data=market_data)
     writer.flush()
     log.commit()
     return writer

@@ -106,6 +106,7 @@ class EmbeddedLog:
     # A forked process can go on reading through this object: reads open their own files.
     readable_after_fork = True
     exact_end_offsets = True
+    brokered = False
 
     def __init__(self, root: Path, default_partitions: int = 1, *, lock: bool = True) -> None:
         """``lock=False`` is for a helper process of the lock holder: it writes partitions

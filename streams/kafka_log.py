@@ -85,6 +85,7 @@ class KafkaLog:
         # Tansu reports the base offset of a partition's last batch as its end.
         self.exact_end_offsets = False
         self.readable_after_fork = False  # the client's event loop and sockets are this process's
+        self.brokered = True
         self.default_partitions = default_partitions
         self.connect_timeout_s = connect_timeout_s
         self.idle_ms = idle_ms

@@ -30,57 +30,40 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-from domain.events import (
-    BacktestRunMetadata,
-    Candle,
-    Event,
-    MarketDataCompleted,
-    RunCompleted,
-)
+from domain.events import BacktestRunMetadata, RunCompleted
 from domain.pipeline import PaperTradingPipeline
 from domain.run_config import BacktestConfig, derived_run_id
 from domain.strategies import strategy_params
 from streams import topics
-from streams.backtest import (
-    BATCH,
-    Ingest,
-    RunExists,
-    RunIdError,
-    RunWriter,
-    code_version,
-    metadata_of,
-)
-from streams.codec import decode_view, decode_views, encode, encode_market_data
+from streams.backtest import metadata_of
+from streams.codec import decode_view
 from streams.csv_source import CandleSource, merged_candles
-from streams.embedded_log import EmbeddedLog
 from streams.engine import OutputFilter
 from streams.log_port import EventLog
-from streams.snapshots import Snapshot, SnapshotStore
+from streams.run_driver import (
+    Drive,
+    InlineMarketData,
+    Live,
+    LiveObserver,
+    Logged,
+    RunEngine,
+    drive,
+    end_input,
+    logged_candles,
+    skip_logged,
+    take_up,
+    written_sequences,
+)
+from streams.run_writer import Ingest, RunExists, RunIdError, RunWriter
+from streams.snapshots import SnapshotStore
 
 logger = logging.getLogger("cdb.live")
 
 # Candles between two snapshots of a live run (and one whenever a session stops).
 LIVE_SNAPSHOT_EVERY = 10_000
-
-
-class LiveObserver(Protocol):
-    """Told what a live run does, as it does it (metrics, progress lines)."""
-
-    def started(self, run_id: str, resumed_at: int) -> None:
-        """The session's run, and how many of its candles the log already had."""
-
-    def folded(self, candles: Sequence[Candle], events: Sequence[Event]) -> None:
-        """Candles published (and, in a paper run, folded) and the events they caused."""
-
-    def projected(self, latencies: Sequence[float]) -> None:
-        """Seconds from a candle's publication to its order results in the read models."""
-
-    def behind(self, candles: int) -> None:
-        """Candles already due that are not published yet (the feed outruns the engine)."""
 
 
 @dataclass(frozen=True)
@@ -188,88 +171,6 @@ def choose_live_run(
     raise RunIdError("no free run id")  # unreachable: one candidate more than runs
 
 
-@dataclass
-class _Progress:
-    """Where a run stands in the log."""
-
-    candles: int = 0  # its candles in market_data
-    last: tuple[int, str] | None = None  # (timestamp, symbol) of the last of them
-    marker: bool = False  # its market_data_completed is there
-
-
-def _run_candles(
-    log: EventLog, metadata: BacktestRunMetadata, from_offset: int | None = None
-) -> Iterator[tuple[int, Any]]:
-    """(offset, event) of the run's market_data records, from ``from_offset`` (default:
-    where records of the run's first candle's time begin)."""
-    run_id = metadata.run_id
-    partition = topics.partition_for(run_id, log.partitions(topics.MARKET_DATA))
-    if from_offset is None:
-        from_offset = log.offset_for_time(topics.MARKET_DATA, partition, metadata.timestamp)
-    for key, first, values in log.read_values(topics.MARKET_DATA, partition, from_offset):
-        if key != run_id:
-            continue
-        events = decode_views(values) or [decode_view(value) for value in values]
-        yield from enumerate(events, first)
-
-
-def _note(progress: _Progress, event: Any) -> None:
-    if event.type == "market_data":
-        progress.candles += 1
-        progress.last = (event.timestamp, event.symbol)
-    elif event.type == "market_data_completed":
-        progress.marker = True
-
-
-def _written_sequences(log: EventLog, run_id: str) -> dict[tuple[str, str], int]:
-    """The highest sequence the log holds of each of the run's event types, outside
-    market_data (the engine's outputs, the run's metadata, its dead letters)."""
-    written: dict[tuple[str, str], int] = {}
-    names = log.topic_names()
-    for topic in topics.ALL_TOPICS:
-        if topic == topics.MARKET_DATA or topic not in names:
-            continue
-        partition = topics.partition_for(run_id, log.partitions(topic))
-        for record in log.read(topic, partition):
-            if record.key != run_id:
-                continue
-            event = decode_view(record.value)
-            key = (run_id, event.type)
-            if event.sequence > written.get(key, -1):
-                written[key] = event.sequence
-    return written
-
-
-def _skip_published(
-    candles: Iterator[Candle], progress: _Progress, run_id: str
-) -> Iterator[Candle]:
-    """``candles`` after the ones the run has in the log, checked against its last one."""
-    last: Candle | None = None
-    for _ in range(progress.candles):
-        last = next(candles, None)
-        if last is None:
-            break
-    if progress.last is not None and (
-        last is None or (last.timestamp, last.symbol) != progress.last
-    ):
-        raise RunIdError(
-            f"run {run_id!r}: the candles in the log are not the first ones of this feed"
-        )
-    return candles
-
-
-def _sleep_until_due(
-    pacer: Pacer, close_ms: int, should_stop: Callable[[], bool], sleep: Callable[[float], None]
-) -> bool:
-    """Wait until feed time reaches ``close_ms``, waking often enough to stop promptly;
-    False if stopped."""
-    while (left := pacer.wait_for(close_ms)) > 0:
-        if should_stop():
-            return False
-        sleep(min(left, 0.1))
-    return not should_stop()
-
-
 def _never() -> bool:
     return False
 
@@ -277,7 +178,7 @@ def _never() -> bool:
 def run_paper(
     config: BacktestConfig,
     sources: Sequence[CandleSource],
-    log: EmbeddedLog,
+    log: EventLog,
     *,
     speed: float | None,
     run_id: str | None = None,
@@ -290,179 +191,64 @@ def run_paper(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> LiveOutcome:
-    """Paper-trade ``sources`` as they are published, on the embedded log, until their
-    end or ``should_stop()``; see the module's docstring."""
+    """Paper-trade ``sources`` as they are published, until their end or
+    ``should_stop()``; see the module's docstring."""
     log.open_for_writing()
     for topic in topics.ALL_TOPICS:
         log.create_topic(topic)
     metadata, resuming = choose_live_run(log, config, sources, run_id)
     run_id = metadata.run_id
     writer = RunWriter(log, run_id)
-    pipeline = PaperTradingPipeline.from_metadata(metadata)
-    md_partition = topics.partition_for(run_id, log.partitions(topics.MARKET_DATA))
-    progress = _Progress()
-    output = OutputFilter({})
+    engine = RunEngine(
+        metadata,
+        output=OutputFilter(written_sequences(log, run_id) if resuming else {}),
+        snapshots=snapshots,
+        snapshot_every=snapshot_every,
+    )
+    logged = Logged()
     if resuming:
-        output = OutputFilter(_written_sequences(log, run_id))
-        progress = _take_up(log, snapshots, metadata, pipeline, writer, output)
-        logger.info("run %s taken up at candle %d", run_id, progress.candles)
+        logged = take_up(engine, log, snapshots, writer)
+        logger.info("run %s taken up at candle %d", run_id, logged.candles)
     else:
         writer.publish([metadata])
-        writer.publish(pipeline.begin(metadata))
-    resumed_at = progress.candles
+        writer.publish(engine.begin())
+        engine.snapshots_from_here()
+    pipeline = engine.pipeline
+    resumed_at = logged.candles
     if observer is not None:
         observer.started(run_id, resumed_at)
-    if progress.marker:  # the input ended before the stop: only the run's end is missing
-        writer.publish(output.fresh(pipeline.finish(0)))
+    if logged.marker:  # the input ended before the stop: only the run's end is missing
+        writer.publish(engine.finish(0))
         return _close(log, writer, on_committed, run_id, pipeline, resumed_at, stopped=False)
     ingest = Ingest(run_id)
-    candles = _skip_published(
-        iter(merged_candles(sources, ingest.bad_rows.append)), progress, run_id
-    )
+    candles = skip_logged(iter(merged_candles(sources, ingest.bad_rows.append)), logged, run_id)
     pacer = Pacer(speed, clock)
     pacer.anchor(
-        progress.last[0] + pipeline.last_interval_ms
-        if progress.last is not None
+        logged.last[0] + pipeline.last_interval_ms
+        if logged.last is not None
         else min(s.first_timestamp for s in sources)
     )
-    step_ms = 0
-    batch: list[Candle] = []
-    events: list[Event] = []
-    published: list[float] = []  # when the candles that made order results were published
-    last_commit = clock()
-    next_snapshot = pipeline.candles + snapshot_every
-
-    def flush() -> None:
-        nonlocal batch, events
-        if batch:
-            writer.market_data_inline(batch, pipeline.candles - len(batch))
-        if ingest.bad_rows:
-            events.extend(ingest.drain())
-        writer.publish(output.fresh(events))
-        writer.flush()
-        if observer is not None:
-            observer.folded(batch, events)
-        batch, events = [], []
-
-    def commit() -> None:
-        nonlocal last_commit, next_snapshot
-        flush()
+    market_data = InlineMarketData(writer)
+    at = drive(
+        candles,
+        writer=writer,
+        ingest=ingest,
+        market_data=market_data,
+        engine=engine,
+        output=engine.output,
+        start=Drive(pipeline.candles, (pipeline.last_timestamp, pipeline.last_interval_ms)),
+        live=Live(
+            pacer, should_stop, sleep, clock, len(sources), commit_every, observer, on_committed
+        ),
+        commit_each_flush=True,
+    )
+    if at.stopped:
         log.commit()
-        last_commit = clock()
-        if on_committed is not None:
-            on_committed()
-            if published and observer is not None:
-                now = clock()
-                observer.projected([now - at for at in published])
-        published.clear()
-        if snapshots is not None and pipeline.candles >= next_snapshot:
-            _snapshot(log, snapshots, pipeline, md_partition)
-            next_snapshot = pipeline.candles + snapshot_every
-
-    stopped = False
-    for candle in candles:
-        close = candle.timestamp + candle.interval_ms
-        step_ms = candle.interval_ms
-        if pacer.wait_for(close) > 0:
-            if observer is not None:
-                observer.behind(0)  # caught up
-            commit()  # caught up: everything so far durable and projected before idling
-            if not _sleep_until_due(pacer, close, should_stop, sleep):
-                stopped = True
-                break
-        elif should_stop():
-            stopped = True
-            break
-        out = pipeline.on_candle(candle)
-        batch.append(candle)
-        if out:
-            events.extend(out)
-            if any(e.type == "order_result" for e in out):
-                published.append(clock())
-        if len(batch) >= BATCH or clock() - last_commit >= commit_every:
-            if observer is not None:
-                observer.behind(pacer.due_steps(close, step_ms) * len(sources))
-            commit()
-    if stopped:
-        commit()
-        if snapshots is not None:
-            _snapshot(log, snapshots, pipeline, md_partition)
+        engine.snapshot(market_data.partition, market_data.next_offset())  # for the next start
         return _close(log, writer, None, run_id, pipeline, resumed_at, stopped=True)
-    commit()
-    ingest.last_timestamp = pipeline.last_timestamp
-    ingest.last_interval_ms = pipeline.last_interval_ms
-    marker = ingest.completed(pipeline.candles)
-    writer.publish([marker])
-    writer.publish(output.fresh(pipeline.finish(marker.dead_letters)))
+    marker = end_input(at, writer=writer, ingest=ingest, market_data=market_data)
+    writer.publish(engine.finish(marker.dead_letters))
     return _close(log, writer, on_committed, run_id, pipeline, resumed_at, stopped=False)
-
-
-def _take_up(
-    log: EventLog,
-    snapshots: SnapshotStore | None,
-    metadata: BacktestRunMetadata,
-    pipeline: PaperTradingPipeline,
-    writer: RunWriter,
-    output: OutputFilter,
-) -> _Progress:
-    """Bring ``pipeline`` to where the run's logged candles left it: from the latest
-    snapshot that fits the log, else from the start; events the log lacks are published."""
-    run_id = metadata.run_id
-    progress = _Progress()
-    snapshot = snapshots.nearest(run_id, 2**62, code_version()) if snapshots else None
-    start: int | None = None
-    last = _last_before(log, metadata, snapshot) if snapshot is not None else None
-    if snapshot is not None and last is not None:
-        pipeline.restore_state(snapshot.payload)
-        progress.candles = snapshot.candles
-        progress.last = (last.timestamp, last.symbol)
-        start = snapshot.offset
-    else:
-        writer.publish(output.fresh(pipeline.begin(metadata)))
-    for _offset, event in _run_candles(log, metadata, start):
-        _note(progress, event)
-        if event.type == "market_data":
-            writer.publish(output.fresh(pipeline.on_candle(event)))
-            writer.flush_if_large()
-    if pipeline.candles != progress.candles:
-        raise RunIdError(f"run {run_id!r}: its candles in the log are out of sequence")
-    writer.flush()
-    return progress
-
-
-def _last_before(log: EventLog, metadata: BacktestRunMetadata, snapshot: Snapshot) -> Any:
-    """The run's candle ``candles - 1``, if it is where the snapshot says it was taken
-    (just before its offset); else None: the snapshot does not fit this log."""
-    partition = topics.partition_for(metadata.run_id, log.partitions(topics.MARKET_DATA))
-    if snapshot.partition != partition or snapshot.offset < 1:
-        return None
-    for record in log.read(topics.MARKET_DATA, partition, snapshot.offset - 1, snapshot.offset):
-        event = decode_view(record.value)
-        if (
-            record.key == metadata.run_id
-            and event.type == "market_data"
-            and event.sequence == snapshot.candles - 1
-        ):
-            return event
-    return None
-
-
-def _snapshot(
-    log: EventLog, snapshots: SnapshotStore, pipeline: PaperTradingPipeline, partition: int
-) -> None:
-    try:
-        snapshots.write(
-            Snapshot(
-                run_id=pipeline.run_id,
-                partition=partition,
-                offset=log.end_offset(topics.MARKET_DATA, partition),
-                candles=pipeline.candles,
-                code_version=code_version(),
-                payload=pipeline.export_state(),
-            )
-        )
-    except OSError as exc:  # a snapshot only shortens the next start
-        logger.warning("snapshot of run %s not written: %s", pipeline.run_id, exc)
 
 
 def _close(
@@ -516,83 +302,48 @@ def run_feed(
     metadata, resuming = choose_live_run(log, config, sources, run_id)
     run_id = metadata.run_id
     writer = RunWriter(log, run_id)
-    progress = _Progress()
+    logged = Logged()
     if resuming:
-        for _offset, event in _run_candles(log, metadata):
-            _note(progress, event)
+        for _offset, event in logged_candles(log, metadata):
+            logged.note(event)
     else:
         writer.publish([metadata])
         writer.flush()
-    resumed_at = progress.candles
+    resumed_at = logged.candles
     if observer is not None:
         observer.started(run_id, resumed_at)
-    if progress.marker:
+    if logged.marker:
         log.commit()
-        return LiveOutcome(run_id, progress.candles, resumed_at, None, stopped=False)
+        return LiveOutcome(run_id, logged.candles, resumed_at, None, stopped=False)
     ingest = Ingest(run_id)
     # Dead letters already written are not written again: their ids are derived.
-    output = OutputFilter(_written_sequences(log, run_id) if resuming else {})
-    candles = _skip_published(
-        iter(merged_candles(sources, ingest.bad_rows.append)), progress, run_id
-    )
+    output = OutputFilter(written_sequences(log, run_id) if resuming else {})
+    candles = skip_logged(iter(merged_candles(sources, ingest.bad_rows.append)), logged, run_id)
     pacer = Pacer(speed, clock)
     step = min(s.interval_ms for s in sources)
     pacer.anchor(
-        progress.last[0] + step
-        if progress.last is not None
+        logged.last[0] + step
+        if logged.last is not None
         else min(s.first_timestamp for s in sources)
     )
-    sequence = progress.candles
-    batch: list[Candle] = []
-    last_flush = clock()
-    stopped = False
-
-    def flush() -> None:
-        nonlocal batch, last_flush
-        if batch:
-            writer.market_data_records(
-                [
-                    (c.timestamp, encode_market_data(run_id, sequence - len(batch) + i, c))
-                    for i, c in enumerate(batch)
-                ]
-            )
-        writer.publish(output.fresh(ingest.drain()))
+    market_data = InlineMarketData(writer)
+    at = drive(
+        candles,
+        writer=writer,
+        ingest=ingest,
+        market_data=market_data,
+        output=output,
+        start=Drive(logged.candles, (logged.last[0] if logged.last else 0, step)),
+        live=Live(pacer, should_stop, sleep, clock, len(sources), observer=observer),
+        commit_each_flush=True,
+    )
+    if at.stopped:
+        log.commit()
+    else:
+        end_input(at, writer=writer, ingest=ingest, market_data=market_data)
         writer.flush()
         log.commit()
-        if observer is not None:
-            observer.folded(batch, [])
-        batch = []
-        last_flush = clock()
-
-    last_ts = progress.last[0] if progress.last else 0
-    last_step = step
-    for candle in candles:
-        close = candle.timestamp + candle.interval_ms
-        if pacer.wait_for(close) > 0:
-            if observer is not None:
-                observer.behind(0)  # caught up
-            flush()
-            if not _sleep_until_due(pacer, close, should_stop, sleep):
-                stopped = True
-                break
-        elif should_stop():
-            stopped = True
-            break
-        batch.append(candle)
-        sequence += 1
-        last_ts, last_step = candle.timestamp, candle.interval_ms
-        if len(batch) >= BATCH or clock() - last_flush >= 0.05:
-            if observer is not None:
-                observer.behind(pacer.due_steps(close, candle.interval_ms) * len(sources))
-            flush()
-    flush()
-    if not stopped:
-        ingest.last_timestamp, ingest.last_interval_ms = last_ts, last_step
-        marker: MarketDataCompleted = ingest.completed(sequence)
-        writer.market_data_records([(marker.timestamp, encode(marker))])
-        writer.flush()
-        log.commit()
-    return LiveOutcome(run_id, sequence, resumed_at, None, stopped)
+    return LiveOutcome(run_id, at.sequence, resumed_at, None, at.stopped)
 
 
 __all__ = [

@@ -65,6 +65,9 @@ class EventLog(Protocol):
     # Whether a forked process can go on reading through this object (reads that open
     # their own files), as a parallel rebuild's workers do.
     readable_after_fork: bool
+    # Whether the log is a broker's: a backtest then goes through it, its candles
+    # published and read back, to prove the transport (the embedded log runs one fused).
+    brokered: bool
 
     def create_topic(self, topic: str, partitions: int | None = None) -> int: ...
 

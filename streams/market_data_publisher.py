@@ -39,6 +39,7 @@ from streams import topics
 from streams.codec import encode, encode_candle_fields, relabeller
 from streams.digest import TopicDigest
 from streams.embedded_log import EmbeddedLog, LogError
+from streams.log_port import SharedWriting
 from streams.process_guard import close_inherited, die_with_parent
 
 
@@ -74,7 +75,7 @@ class MarketDataSink(Protocol):
 class MarketDataPublisher:
     def __init__(
         self,
-        log: EmbeddedLog,
+        log: SharedWriting,
         run_id: str,
         sink: MarketDataSink | None = None,
         first_sequence: int = 0,
