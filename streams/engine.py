@@ -9,7 +9,6 @@ redelivered candle is skipped and a missing one is an error, never a silent gap.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from domain.events import (
@@ -20,9 +19,11 @@ from domain.events import (
     candle_of,
     interval_ms,
 )
-from domain.pipeline import PaperTradingPipeline
 from streams.codec import DecodeError, decode, decode_json
+from streams.run_driver import OutputFilter, RunEngine
 from streams.snapshots import SNAPSHOT_EVERY, Snapshot, SnapshotStore
+
+__all__ = ["EngineError", "EngineProcessor", "OutputFilter"]
 
 logger = logging.getLogger("cdb.engine")
 
@@ -31,36 +32,13 @@ class EngineError(RuntimeError):
     pass
 
 
-class OutputFilter:
-    """Lets through only events newer than what the log already holds for their stream."""
-
-    def __init__(self, written: dict[tuple[str, str], int]) -> None:
-        self._written = written
-
-    def fresh(self, events: Iterable[Event]) -> list[Event]:
-        out = []
-        written = self._written
-        for event in events:
-            key = (event.run_id, event.type)
-            if event.sequence > written.get(key, -1):
-                written[key] = event.sequence
-                out.append(event)
-        return out
-
-
 class EngineProcessor:
-    def __init__(
-        self,
-        snapshots: SnapshotStore | None = None,
-        every: int = SNAPSHOT_EVERY,
-        code_version: str = "",
-    ) -> None:
+    def __init__(self, snapshots: SnapshotStore | None = None, every: int = SNAPSHOT_EVERY) -> None:
         """With ``snapshots``, each run's state is saved every ``every`` candles whose
         position in the log is known (see ``on_record``), for a restart to resume from."""
         self._snapshots = snapshots
         self._every = every
-        self._code_version = code_version
-        self._pipelines: dict[str, PaperTradingPipeline] = {}
+        self._runs: dict[str, RunEngine] = {}
         self._interval_ms: dict[str, int] = {}
         # Runs whose input is done with: ids only, so a long-running worker does not keep
         # every run's final events (they are returned once, by the record that ends it).
@@ -68,6 +46,11 @@ class EngineProcessor:
         # Market data that arrived before its run's metadata (topics are not ordered
         # among each other), replayed in order once the metadata is there.
         self._waiting: dict[str, list[bytes]] = {}
+
+    def _engine(self, metadata: BacktestRunMetadata) -> RunEngine:
+        engine = RunEngine(metadata, snapshots=self._snapshots, snapshot_every=self._every)
+        self._runs[metadata.run_id] = engine
+        return engine
 
     def on_record(self, value: bytes, at: tuple[int, int] | None = None) -> list[Event]:
         """Any input record: a run's metadata (``runs``) or its market data; ``at``: the
@@ -80,30 +63,11 @@ class EngineProcessor:
     def restore(self, metadata: BacktestRunMetadata, snapshot: Snapshot) -> None:
         """Take up ``metadata``'s run from ``snapshot``: candles before it are passed over
         as already processed."""
-        pipeline = PaperTradingPipeline.from_metadata(metadata)
-        pipeline.restore_state(snapshot.payload)
-        self._pipelines[metadata.run_id] = pipeline
-
-    def _snapshot(self, run_id: str, pipeline: PaperTradingPipeline, at: tuple[int, int]) -> None:
-        assert self._snapshots is not None
-        snapshot = Snapshot(
-            run_id=run_id,
-            partition=at[0],
-            offset=at[1] + 1,  # where to read from: the run's next candle is no earlier
-            candles=pipeline.candles,
-            code_version=self._code_version,
-            payload=pipeline.export_state(),
-        )
-        try:
-            self._snapshots.write(snapshot)
-        except OSError as exc:
-            # A snapshot only shortens a restart; the engine goes on without them.
-            logger.warning("snapshots stopped: %s", exc)
-            self._snapshots = None
+        self._engine(metadata).restore(snapshot)
 
     def mark_finished(self, run_id: str) -> None:
         """A run whose ``run_completed`` is already in the log: its input is done with."""
-        self._pipelines.pop(run_id, None)
+        self._runs.pop(run_id, None)
         self._waiting.pop(run_id, None)
         self.finished.add(run_id)
 
@@ -111,17 +75,15 @@ class EngineProcessor:
         metadata = decode(value)
         if not isinstance(metadata, BacktestRunMetadata):
             return []  # run_completed and other run events are outputs, not inputs
-        if metadata.run_id in self._pipelines or metadata.run_id in self.finished:
+        if metadata.run_id in self._runs or metadata.run_id in self.finished:
             return []  # redelivered: the run is already under way
-        pipeline = PaperTradingPipeline.from_metadata(metadata)
-        self._pipelines[metadata.run_id] = pipeline
-        events = pipeline.begin(metadata)
+        events = self._engine(metadata).begin()
         for waiting in self._waiting.pop(metadata.run_id, []):
             events.extend(self.on_market_data(waiting))
         return events
 
     def knows(self, run_id: str) -> bool:
-        return run_id in self._pipelines
+        return run_id in self._runs
 
     def on_market_data(self, value: bytes, *, wait: bool = False) -> list[Event]:
         """Process one ``market_data`` record (a candle or the end-of-input marker)."""
@@ -136,14 +98,15 @@ class EngineProcessor:
         at: tuple[int, int] | None = None,
     ) -> list[Event]:
         run_id = str(payload.get("run_id"))
-        pipeline = self._pipelines.get(run_id)
-        if pipeline is None:
+        engine = self._runs.get(run_id)
+        if engine is None:
             if run_id in self.finished:
                 return []  # a redelivered record of a finished run
             if wait:
                 self._waiting.setdefault(run_id, []).append(value)
                 return []
             raise EngineError(f"market data for run {run_id!r} before its run_metadata")
+        pipeline = engine.pipeline
         kind = payload.get("type")
         if kind == "market_data":
             sequence = int(payload.get("sequence", -1))
@@ -161,12 +124,9 @@ class EngineProcessor:
             if step is None:
                 step = self._interval_ms[event.interval] = interval_ms(event.interval)
             events = pipeline.on_candle(candle_of(event, step))
-            if (
-                at is not None
-                and self._snapshots is not None
-                and pipeline.candles % self._every == 0
-            ):
-                self._snapshot(run_id, pipeline, at)
+            if at is not None and pipeline.candles % self._every == 0:
+                # Where the run's next candle is: no earlier than after this one.
+                engine.snapshot(at[0], at[1] + 1)
             return events
         if kind == "market_data_completed":
             try:
@@ -179,8 +139,8 @@ class EngineProcessor:
                     f"run {run_id}: input ended after {marker.candles} candles but "
                     f"{pipeline.candles} arrived"
                 )
-            final = pipeline.finish(marker.dead_letters)
-            del self._pipelines[run_id]
+            final = engine.finish(marker.dead_letters)
+            del self._runs[run_id]
             self.finished.add(run_id)
             return final
         raise EngineError(f"unexpected {kind!r} record in market_data")

@@ -37,7 +37,8 @@ from domain.run_config import BacktestConfig, run_metadata_event
 from domain.strategies.base import SignalIntent
 from domain.strategies.recorded import RecordedSignals
 from streams import topics
-from streams.backtest import RunIdError, RunWriter, choose_run_id, code_version
+from streams.backtest import choose_run_id
+from streams.code_identity import code_version
 from streams.codec import (
     DecodeError,
     decode,
@@ -46,9 +47,10 @@ from streams.codec import (
     encode,
     relabeller,
 )
-from streams.embedded_log import EmbeddedLog
-from streams.log_port import EventLog, Record
+from streams.log_port import EventLog, Record, SharedWriting
 from streams.market_data_publisher import MarketDataPublisher, can_fork
+from streams.run_driver import RunEngine
+from streams.run_writer import RunIdError, RunWriter
 from streams.snapshots import SnapshotStore
 
 # The event types the engine writes (a replay's output); the others are its inputs.
@@ -140,12 +142,16 @@ def check_range(log: EventLog, topic: str, partition: int, first: int, last: int
 
 @dataclass
 class _State:
-    """A run's pipeline as it was before one of its candles, and how it got there."""
+    """A run's engine as it was before one of its candles, and how it got there."""
 
-    pipeline: PaperTradingPipeline
+    engine: RunEngine
     restored_from: int | None
     refolded: int
     begin_events: list[Event]
+
+    @property
+    def pipeline(self) -> PaperTradingPipeline:
+        return self.engine.pipeline
 
 
 def _state_before(
@@ -159,7 +165,8 @@ def _state_before(
     """The pipeline of ``metadata``'s run before its candle number ``candle``: restored from
     the nearest snapshot at or before it, the candles after the snapshot refolded."""
     original = metadata.run_id
-    pipeline = PaperTradingPipeline.from_metadata(metadata)
+    engine = RunEngine(metadata)
+    pipeline = engine.pipeline
     snapshot = None
     if snapshots is not None:
         snapshot = snapshots.nearest(original, candle, code_version())
@@ -169,10 +176,10 @@ def _state_before(
             snapshot = None  # not this run's candles where they are now: do not trust it
     begin_events: list[Event] = []
     if snapshot is not None:
-        pipeline.restore_state(snapshot.payload)
+        engine.restore(snapshot)
         refold_from = snapshot.offset
     else:
-        begin_events = pipeline.begin(metadata)
+        begin_events = engine.begin()
         refold_from = run_start
     refolded = 0
     batches = _run_batches(log, partition, refold_from, run_start + candle, original)
@@ -186,7 +193,7 @@ def _state_before(
             f"the run's candles are not where they should be (folded {pipeline.candles} "
             f"before candle {candle})"
         )
-    return _State(pipeline, snapshot.candles if snapshot else None, refolded, begin_events)
+    return _State(engine, snapshot.candles if snapshot else None, refolded, begin_events)
 
 
 def _run_start(
@@ -351,7 +358,7 @@ def _replay(
     # The candle copies are encoded and appended by a second process where one can be
     # forked (as a backtest's candles are); the replay's events are written here.
     publisher = None
-    if isinstance(log, EmbeddedLog) and can_fork():
+    if isinstance(log, SharedWriting) and can_fork():
         publisher = MarketDataPublisher(log, new_run, first_sequence=first_candle)
     candles = 0
     ended = stopped = False
@@ -392,7 +399,7 @@ def _replay(
                             # a trade removed).
                             boundary_ts = event.timestamp + 1
                     elif event.type == "market_data_completed":
-                        events.extend(pipeline.finish(event.dead_letters))
+                        events.extend(state.engine.finish(event.dead_letters))
                         ended = True
                         break
                     else:
@@ -420,7 +427,7 @@ def _replay(
     until = None if ended else boundary_ts or last_candle_ts
     comparison = comparer.result(until)
     if not ended:
-        writer.publish(pipeline.finish(0))  # the replay's run ends here; not compared
+        writer.publish(state.engine.finish(0))  # the replay's run ends here; not compared
     writer.flush()
     log.commit()
     return ReplayOutcome(

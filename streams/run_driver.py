@@ -37,13 +37,29 @@ from streams import topics
 from streams.code_identity import code_version
 from streams.codec import decode_view, decode_views
 from streams.digest import TopicDigest
-from streams.engine import OutputFilter
 from streams.log_port import EventLog
 from streams.market_data_publisher import MarketDataPublisher
 from streams.run_writer import BATCH, Ingest, RunIdError, RunWriter
 from streams.snapshots import SNAPSHOT_EVERY, Snapshot, SnapshotStore
 
 logger = logging.getLogger("cdb.run")
+
+
+class OutputFilter:
+    """Lets through only events newer than what the log already holds for their stream."""
+
+    def __init__(self, written: dict[tuple[str, str], int]) -> None:
+        self._written = written
+
+    def fresh(self, events: Iterable[Event]) -> list[Event]:
+        out = []
+        written = self._written
+        for event in events:
+            key = (event.run_id, event.type)
+            if event.sequence > written.get(key, -1):
+                written[key] = event.sequence
+                out.append(event)
+        return out
 
 
 class RunEngine:

@@ -35,7 +35,7 @@ from aiokafka.errors import CommitFailedError
 
 from domain.events import BacktestRunMetadata, Event
 from streams import topics
-from streams.backtest import code_version
+from streams.code_identity import code_version
 from streams.codec import decode, encode
 from streams.engine import EngineProcessor, OutputFilter
 from streams.kafka_log import KafkaLog, send_in_batches
@@ -208,7 +208,7 @@ class EngineState:
                     kafka.create_topic(name)
                 partitions = {name: kafka.partitions(name) for name in topics.ALL_TOPICS}
                 written, metadata, finished = read_state(kafka)
-                processor = EngineProcessor(self._snapshots, self._every, code_version())
+                processor = EngineProcessor(self._snapshots, self._every)
                 output = OutputFilter(written)
                 pending, restored = recover(
                     kafka, processor, output, finished, metadata, self._snapshots
