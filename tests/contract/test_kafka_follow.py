@@ -19,25 +19,19 @@ What is held:
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from aiokafka import TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import func, select
 
 from domain.run_config import BacktestConfig
 from projections import tables
@@ -48,19 +42,18 @@ from streams.kafka_log import KafkaFollower, KafkaLog
 from streams.live import run_feed
 from streams.mock_feed import mock_sources
 from streams.topics import partition_for
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-_ENV = {k: v for k, v in os.environ.items() if k not in {"CDB_STORE_URL", "POSTGRES_HOST"}}
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.support.outages import postgres_database_away
+from tests.support.probes import healthy, metric_total
+from tests.support.processes import (
+    ROOT,
+    cdb_output,
+    cdb_process,
+    cdb_status,
+    faust_data_env,
+    free_port,
+    local_store_env,
+    wait_for,
+)
 
 
 def _value(topic: str, partition: int, n: int) -> bytes:
@@ -134,7 +127,7 @@ def test_records_appended_while_following_arrive_in_order_exactly_once(
         assert not errors, errors
         for _ in range(5):  # nothing more comes, nothing twice
             assert next(follower) == []
-        _wait_for(
+        wait_for(
             lambda: (
                 next(follower) == []
                 and follower.lag() == {(topic, p): 0 for p in range(partitions)}
@@ -282,75 +275,6 @@ def test_the_projector_follows_exactly_once_and_yields_to_another_writer(
 # -- cdb project, killed and restarted --------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _cdb(out: Path, *argv: str) -> Iterator[subprocess.Popen[bytes]]:
-    with open(out, "ab") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cdb", *argv],
-            cwd=ROOT,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=_ENV,
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
-
-
-def _cdb_output(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cdb", *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_ENV,
-    )
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with _OPENER.open(url, timeout=5) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return int(error.code), bytes(error.read())
-    except (urllib.error.URLError, ConnectionError):
-        return 0, b""
-
-
-def _healthy(port: int) -> bool:
-    status, body = _get(f"http://127.0.0.1:{port}/health")
-    return status == 200 and orjson.loads(body)["ready"] is True
-
-
-def _total(port: int, name: str, **labels: str) -> float:
-    status, body = _get(f"http://127.0.0.1:{port}/metrics")
-    if status != 200:
-        return 0.0
-    wanted = set(labels.items())
-    return sum(
-        float(sample.value)
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-        if sample.name == name and wanted <= set(sample.labels.items())
-    )
-
-
-def _status(places: list[str], run_id: str) -> dict[str, Any]:
-    done = _cdb_output(*places, "status", "--run-id", run_id, "--json")
-    return orjson.loads(done.stdout) if done.returncode == 0 else {}
-
-
 def test_a_projector_killed_mid_stream_equals_one_that_ran_through(
     tmp_path: Path, fresh_kafka: str
 ) -> None:
@@ -366,7 +290,7 @@ def test_a_projector_killed_mid_stream_equals_one_that_ran_through(
     )
     out = tmp_path / "out"
     out.mkdir()
-    worker_port, steady_port, killed_port = _free_port(), _free_port(), _free_port()
+    worker_port, steady_port, killed_port = free_port(), free_port(), free_port()
     mock = ["--symbols", "BTC_USDT,ETH_USDT", "--interval", "1m", "--seed", "3"]
     mock += ["--count", str(count), "--speed", "10000", "--metrics-port", "-1"]
 
@@ -375,7 +299,7 @@ def test_a_projector_killed_mid_stream_equals_one_that_ran_through(
 
     with contextlib.ExitStack() as stack:
         worker = stack.enter_context(
-            _cdb(
+            cdb_process(
                 out / "worker.log",
                 *steady,
                 "worker",
@@ -383,25 +307,30 @@ def test_a_projector_killed_mid_stream_equals_one_that_ran_through(
                 "info",
                 "--metrics-port",
                 str(worker_port),
+                env={**local_store_env(), **faust_data_env(tmp_path / "faust")},
             )
         )
-        stack.enter_context(_cdb(out / "steady.log", *project(steady, steady_port)))
-        projector = stack.enter_context(_cdb(out / "killed.log", *project(killed, killed_port)))
-        _wait_for(lambda: _healthy(worker_port), "the worker to be ready", 120)
-        _wait_for(lambda: _healthy(steady_port) and _healthy(killed_port), "the projectors")
-        feed = stack.enter_context(_cdb(out / "feed.log", *steady, "feed", "mock", *mock))
+        stack.enter_context(cdb_process(out / "steady.log", *project(steady, steady_port)))
+        projector = stack.enter_context(
+            cdb_process(out / "killed.log", *project(killed, killed_port))
+        )
+        wait_for(lambda: healthy(worker_port), "the worker to be ready", 120)
+        wait_for(lambda: healthy(steady_port) and healthy(killed_port), "the projectors")
+        feed = stack.enter_context(cdb_process(out / "feed.log", *steady, "feed", "mock", *mock))
 
         def folded(candles: int) -> Callable[[], bool]:  # by this process of the projector
             metric = "cdb_events_in_total"
-            return lambda: _total(killed_port, metric, topic="market_data") >= candles
+            return lambda: metric_total(killed_port, metric, topic="market_data") >= candles
 
         for candles in (300, 750):
             # Killed while the run streams in: the feed is still publishing.
-            _wait_for(folded(candles), "the projector to fold candles")
+            wait_for(folded(candles), "the projector to fold candles")
             assert feed.poll() is None, "the feed ended before the kill"
             projector.send_signal(signal.SIGKILL)
             assert projector.wait(timeout=30) == -signal.SIGKILL
-            projector = stack.enter_context(_cdb(out / "killed.log", *project(killed, killed_port)))
+            projector = stack.enter_context(
+                cdb_process(out / "killed.log", *project(killed, killed_port))
+            )
 
         assert feed.wait(timeout=120) == 0, (out / "feed.log").read_text(errors="replace")
         started = re.search(r"cdb: run (\S+) started", (out / "feed.log").read_text())
@@ -409,16 +338,16 @@ def test_a_projector_killed_mid_stream_equals_one_that_ran_through(
         run_id = started[1]
 
         def complete(places: list[str]) -> bool:
-            status = _status(places, run_id)
+            status = cdb_status(places, run_id)
             return status.get("status") == "COMPLETED" and status.get("lag") == 0
 
-        _wait_for(lambda: complete(steady) and complete(killed), "both read models", 120)
+        wait_for(lambda: complete(steady) and complete(killed), "both read models", 120)
         assert worker.poll() is None
 
-    final = _status(killed, run_id)
+    final = cdb_status(killed, run_id)
     assert final["candles"] == 2 * count and final["fills"] > 0, final
     digests = [
-        _cdb_output(*places, "projections", "digest", "--run-id", run_id)
+        cdb_output(*places, "projections", "digest", "--run-id", run_id)
         for places in (steady, killed)
     ]
     assert all(d.returncode == 0 for d in digests), [d.stderr for d in digests]
@@ -430,9 +359,6 @@ def test_the_projector_on_kafka_rides_out_a_store_outage(
 ) -> None:
     runs = [_feed(fresh_kafka, 400, None, seed=21)]
     store = open_store(postgres_url)
-    admin = create_engine(
-        make_url(store.url).set(database="postgres"), isolation_level="AUTOCOMMIT"
-    )
 
     def projected(run_id: str) -> bool:
         try:
@@ -453,27 +379,15 @@ def test_the_projector_on_kafka_rides_out_a_store_outage(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=_ENV,
+        env=local_store_env(),
     )
     try:
-        _wait_for(lambda: projected(runs[0]), "the first run to be projected")
-        with admin.connect() as conn:  # the store goes away
-            conn.execute(text("ALTER DATABASE claire_de_binare ALLOW_CONNECTIONS false"))
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = 'claire_de_binare' AND pid <> pg_backend_pid()"
-                )
-            )
-        store.dispose()
-        runs.append(_feed(fresh_kafka, 400, None, seed=22))  # arrives while it is away
-        time.sleep(2.0)
-        assert projector.poll() is None  # still running, retrying
-    finally:
-        with admin.connect() as conn:  # the store comes back
-            conn.execute(text("ALTER DATABASE claire_de_binare ALLOW_CONNECTIONS true"))
-    try:
-        _wait_for(lambda: projected(runs[1]), "the second run after the store came back")
+        wait_for(lambda: projected(runs[0]), "the first run to be projected")
+        with postgres_database_away(store):
+            runs.append(_feed(fresh_kafka, 400, None, seed=22))  # arrives while it is away
+            time.sleep(2.0)
+            assert projector.poll() is None  # still running, retrying
+        wait_for(lambda: projected(runs[1]), "the second run after the store came back")
         projector.send_signal(signal.SIGTERM)
         _, errors = projector.communicate(timeout=30)
         assert projector.returncode == 0, errors
@@ -493,4 +407,3 @@ def test_the_projector_on_kafka_rides_out_a_store_outage(
     finally:
         reference.dispose()
         store.dispose()
-        admin.dispose()

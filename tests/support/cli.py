@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
 import pytest
 
 from cdb.cli import main
+from tests.support.processes import free_port
 
 ERROR_PREFIX = "cdb: error: "
 
@@ -47,6 +47,4 @@ def refused(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 2) -> st
 
 def closed_port() -> int:
     """A loopback port nothing listens on (bound once by the OS, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -11,11 +10,7 @@ from pathlib import Path
 
 import redis
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.processes import free_port
 
 
 class RedisServer:
@@ -30,7 +25,7 @@ class RedisServer:
         # A short path: a unix socket's path is limited to about 100 bytes.
         self.workdir = Path(tempfile.mkdtemp(prefix="cdb-redis-"))
         self.socket_path = self.workdir / "redis.sock"
-        self.port = _free_port() if tcp else 0
+        self.port = free_port() if tcp else 0
         self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
