@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import default_settings_env
+
 GOLDEN = Path(__file__).resolve().parent
 EXPECTED = GOLDEN / "expected.json"
 # Set to 1 to rewrite EXPECTED from this run instead of comparing with it.
@@ -37,22 +39,17 @@ BACKTEST = [
 ]
 
 
-def _isolated_env() -> dict[str, str]:
-    """The environment without the settings that would change the run (``CDB_RISK__*``
-    overrides, another log, store or data directory, Postgres from the seed's variables)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CDB_", "POSTGRES_"))}
-
-
 def _golden_summary(workdir: Path) -> dict[str, Any]:
     """``cdb backtest --json`` of the golden run, run in ``workdir`` (so no ``.env`` of the
-    project is read) into a data directory of its own."""
+    project is read) into a data directory of its own, with no setting from the
+    environment (a ``CDB_RISK__*`` override or another store would change the run)."""
     done = subprocess.run(
         [sys.executable, "-m", "cdb", "--data-dir", str(workdir / "var"), *BACKTEST],
         cwd=workdir,
         capture_output=True,
         text=True,
         timeout=300,
-        env=_isolated_env(),
+        env=default_settings_env(),
     )
     assert done.returncode == 0, done.stderr
     summary: dict[str, Any] = json.loads(done.stdout)

@@ -4,13 +4,12 @@ disk"), and nothing at all in the directory they run in."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, default_settings_env
 
 GOLDEN = ROOT / "tests" / "golden"
 
@@ -48,8 +47,7 @@ def _files_under(directory: Path) -> list[str]:
 
 def _cdb(workdir: Path, *argv: str) -> None:
     """``cdb argv`` run in ``workdir`` with the default data directory (./var there)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDB_", "POSTGRES_"))}
-    env["CDB_SNAPSHOT_EVERY"] = "1000"  # so that the run writes snapshots too
+    env = {**default_settings_env(), "CDB_SNAPSHOT_EVERY": "1000"}  # snapshots too
     done = subprocess.run(
         [sys.executable, "-m", "cdb", *argv],
         cwd=workdir,

@@ -45,6 +45,15 @@ def local_store_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in {"CDB_STORE_URL", "POSTGRES_HOST"}}
 
 
+def default_settings_env() -> dict[str, str]:
+    """This process's environment without any cdb setting (``CDB_*``, the seed's
+    ``POSTGRES_*``), and with this checkout first on the import path: ``python3 -m cdb``
+    run in any directory runs this code, with its defaults (``./var`` there, SQLite)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDB_", "POSTGRES_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
 def faust_data_env(where: Path) -> dict[str, str]:
     """What a `cdb worker` needs in its environment so that the folder faust makes at start
     (``claire-de-binare-engine-data/``, empty with the memory store) is made in ``where``,
