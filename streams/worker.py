@@ -25,8 +25,11 @@ metadata waits for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -286,8 +289,12 @@ def build_app(
     snapshot_every: int = SNAPSHOT_EVERY,
     metrics: Metrics | None = None,
     health: Health | None = None,
+    datadir: Path | None = None,
 ) -> Any:
     """The faust app with the engine; nothing connects until the worker starts.
+
+    ``datadir`` is where faust keeps its own files (by default a folder it creates in the
+    working directory): the worker gives it one in the data directory.
 
     ``intake`` says how input records reach the engine. ``batch`` (the default): an aiokafka
     consumer inside the app polls whole batches, and offsets are committed after their
@@ -301,9 +308,11 @@ def build_app(
 
     if intake not in INTAKES:
         raise ValueError(f"unknown intake {intake!r} (expected one of {', '.join(INTAKES)})")
+    extra: dict[str, Any] = {} if datadir is None else {"datadir": str(datadir)}
     app = faust.App(
         GROUP_ID,
         broker=f"kafka://{bootstrap}",
+        **extra,
         store="memory://",
         web_enabled=False,
         producer_acks=-1,
@@ -429,11 +438,22 @@ def run_worker(
     snapshot_every: int = SNAPSHOT_EVERY,
     metrics: Metrics | None = None,
     health: Health | None = None,
+    datadir: Path | None = None,
 ) -> int:
-    """Run until SIGTERM or SIGINT; the intake finishes its batch and commits its offsets."""
+    """Run until SIGTERM or SIGINT; the intake finishes its batch and commits its offsets.
+
+    faust's own files go to ``datadir``; by default beside the snapshots (``worker/`` in
+    the data directory), or, without snapshots, to a temporary folder removed at exit."""
     import faust
 
-    app = build_app(bootstrap, intake, snapshots, snapshot_every, metrics, health)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    with contextlib.ExitStack() as cleanup:
+        if datadir is None:
+            if snapshots is not None:
+                datadir = snapshots.root.parent / "worker"
+            else:
+                datadir = Path(cleanup.enter_context(tempfile.TemporaryDirectory("-cdb-worker")))
+        datadir.mkdir(parents=True, exist_ok=True)  # faust makes only its last level
+        app = build_app(bootstrap, intake, snapshots, snapshot_every, metrics, health, datadir)
+        worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+        worker.execute_from_commandline()
     return 0
