@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -22,3 +23,40 @@ def test_import_contracts_are_kept() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 kept, 0 broken" in done.stdout
+
+
+WIRING = ROOT / "cdb" / "bootstrap.py"  # the one place that may know the concrete logs
+CONCRETE_LOGS = {"EmbeddedLog", "KafkaLog"}
+
+
+def _probes(path: Path) -> list[str]:
+    """``isinstance(..., EmbeddedLog/KafkaLog)`` and ``getattr(<a log>, ...)`` in a module."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+            continue
+        if node.func.id == "isinstance" and len(node.args) == 2:
+            kinds = node.args[1]
+            names = kinds.elts if isinstance(kinds, ast.Tuple) else [kinds]
+            if any(isinstance(n, ast.Name) and n.id in CONCRETE_LOGS for n in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} isinstance on a log")
+        if node.func.id in ("getattr", "hasattr") and node.args:
+            target = ast.unparse(node.args[0])
+            if target == "log" or target.endswith(("_log", ".log")):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.func.id}({target})")
+    return found
+
+
+def test_no_module_probes_a_concrete_log_outside_the_wiring_place() -> None:
+    # Capabilities are declared on the port (streams/log_port.py) and checked there as
+    # protocols; only cdb/bootstrap.py picks between the concrete logs.
+    modules = [
+        path
+        for package in ("domain", "streams", "projections", "cdb")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path != WIRING
+    ]
+    assert len(modules) > 40
+    probes = [probe for path in modules for probe in _probes(path)]
+    assert probes == []
