@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select
 
 from projections import tables
-from projections.projector import checkpoints_of
+from projections.projector import SOURCE_TOPICS, checkpoints_of, projector_name
+from streams.log_port import EventLog
 
 
 class NoSuchRun(LookupError):
@@ -183,3 +184,35 @@ def projection_lag(
     with engine.connect() as conn:
         done = checkpoints_of(conn, projector)
     return {at: max(0, end - done.get(at, 0)) for at, end in ends.items()}
+
+
+def projection_lags(log: EventLog, engine: Engine) -> dict[tuple[str, int], int]:
+    """Records of each topic partition of ``log`` the read models have not folded yet."""
+    names = set(log.topic_names())
+    ends = {
+        (topic, partition): log.end_offset(topic, partition)
+        for topic in SOURCE_TOPICS
+        if topic in names
+        for partition in range(log.partitions(topic))
+    }
+    return projection_lag(engine, projector_name(log), ends)
+
+
+def total_lag(log: EventLog, engine: Engine) -> int:
+    """Records of ``log`` the read models have not folded yet, over every partition."""
+    return sum(projection_lags(log, engine).values())
+
+
+def run_status_with_lag(
+    engine: Engine, log: EventLog | None, run_id: str | None = None
+) -> dict[str, Any]:
+    """``run_status``, with ``lag`` (``total_lag``) when there is a log.
+
+    The lag is read before the status: read after it, a projector folding meanwhile
+    could make the lag 0 beside a status that misses what was folded in between.
+    """
+    lag = None if log is None else total_lag(log, engine)
+    status = run_status(engine, run_id)
+    if lag is not None:
+        status["lag"] = lag
+    return status
