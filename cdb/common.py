@@ -1,23 +1,20 @@
-"""What the command line's commands share: errors, the parser's manners, settings, the
-run configuration options, and how times and numbers are shown."""
+"""What the command line's commands share: errors, the parser's manners, the run
+configuration options, and how times and numbers are shown."""
 
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cdb import bootstrap
 from cdb.risk_file import risk_config_from
 from domain.execution import CostModel
 from domain.run_config import BacktestConfig
 from domain.strategies import STRATEGIES
-from projections.store import StoreError
-from streams.log_port import LogError
 
 EXIT_USAGE = 2
 
@@ -106,17 +103,6 @@ def count_arg(text: str) -> int:
     return value
 
 
-def settings_of(args: argparse.Namespace) -> bootstrap.Settings:
-    try:
-        return bootstrap.settings(
-            getattr(args, "data_dir", None),
-            getattr(args, "log", None),
-            getattr(args, "store", None),
-        )
-    except (LogError, StoreError, bootstrap.SettingsError) as exc:
-        raise UsageError(str(exc)) from None
-
-
 def params_of(pairs: Sequence[str]) -> dict[str, str]:
     params: dict[str, str] = {}
     for pair in pairs:
@@ -163,9 +149,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_config_of(args: argparse.Namespace, seed: int) -> BacktestConfig:
-    """The run configuration ``add_run_arguments`` options give."""
-    risk = risk_config_from(args.risk_config)
+def run_config_of(
+    args: argparse.Namespace, seed: int, risk_overrides: Mapping[str, str]
+) -> BacktestConfig:
+    """The run configuration ``add_run_arguments`` options give, with the risk
+    configuration's ``CDB_RISK__*`` overrides (``Settings.risk_overrides``)."""
+    risk = risk_config_from(args.risk_config, risk_overrides)
     try:
         return BacktestConfig(
             strategy_id=args.strategy,

@@ -27,11 +27,6 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from cdb.common import EXIT_USAGE
 
 EXIT_INTERNAL = 1
-VERBOSE_ENV = "CDB_VERBOSE"
-
-
-def verbose_from_environment() -> bool:
-    return os.environ.get(VERBOSE_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
 @dataclass(frozen=True)

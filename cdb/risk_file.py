@@ -75,8 +75,10 @@ def load_risk_config(path: Path, environ: Mapping[str, str] | None = None) -> Ri
     return risk_config_from(path, environ or {})
 
 
-def risk_config_from(path: Path | None, environ: Mapping[str, str] = os.environ) -> RiskConfig:
-    """The file's configuration (the defaults without one), overridden by ``CDB_RISK__*``."""
+def risk_config_from(path: Path | None, environ: Mapping[str, str]) -> RiskConfig:
+    """The file's configuration (the defaults without one), overridden by the
+    ``CDB_RISK__*`` variables of ``environ`` (the command line passes those of its
+    settings, ``cdb.bootstrap.Settings.risk_overrides``)."""
     raw: dict[Any, Any] = _read(path) if path is not None else {}
     overridden = _overrides(environ)
     for keys, value in overridden:

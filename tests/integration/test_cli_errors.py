@@ -18,8 +18,9 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
-from cdb import error_lines, live_commands
+from cdb import bootstrap, error_lines
 from cdb.cli import _EXPECTED_ERRORS
+from cdb.commands import status as status_command
 from tests.support.candles import START_MS, write_closes
 from tests.support.cli import closed_port, refused, run_cli, the_error_line
 from tests.support.disk_full import run_on_small_disk
@@ -409,7 +410,7 @@ def test_verbose_adds_the_traceback_before_the_line(
     elif where == "after":
         argv.append("--verbose")
     else:
-        monkeypatch.setenv(error_lines.VERBOSE_ENV, "1")
+        monkeypatch.setenv(bootstrap.VERBOSE_ENV, "1")
     run = run_cli(capsys, *argv)
     assert run.code == 2
     assert "Traceback (most recent call last)" in run.err and "OperationalError" in run.err
@@ -422,10 +423,10 @@ def test_an_internal_error_is_one_line_with_exit_code_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A bug is planted in a command (no service is faked): what a user would see of one.
-    def broken(_args: object) -> int:
+    def broken(_args: object, _settings: object) -> int:
         return int({}["missing"])
 
-    monkeypatch.setattr(live_commands, "cmd_status", broken)
+    monkeypatch.setattr(status_command, "run", broken)
     line = refused(capsys, "--data-dir", str(tmp_path / "v"), "status", code=1)
     assert line.startswith("internal error: KeyError:") and "--verbose" in line, line
     run = run_cli(capsys, "--data-dir", str(tmp_path / "v"), "status", "--verbose")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from cdb import bootstrap
 from projections.store import StoreError
 from streams.log_port import LogError
+from tests.support.candles import write_closes
+from tests.support.cli import refused
 
 SEED_VARIABLES = (
     "CDB_DATA_DIR",
@@ -116,3 +119,58 @@ def test_a_dotenv_that_is_not_utf8_is_refused(project_root: Path) -> None:
     (project_root / ".env").write_bytes(b"POSTGRES_PASSWORD=\xe9t\xe9\n")
     with pytest.raises(bootstrap.SettingsError, match="not UTF-8"):
         bootstrap.settings()
+
+
+# -- one settings object, read once (issue 15) ----------------------------------------------------
+
+
+def test_only_setting_variables_are_read_and_dotenv_stays_out_of_the_environment(
+    project_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project_root / ".env").write_text(
+        "CDB_SNAPSHOT_EVERY=7\nREDIS_PASSWORD=from-dotenv\nHOME=/not/a/setting\n"
+        "CDB_SNAPSHOT_EVERY=8\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("REDIS_PASSWORD", "from-environment")
+    environment = bootstrap.read_environment()
+    assert environment.get("CDB_SNAPSHOT_EVERY") == "7"  # the first line of a key wins
+    assert environment.get("REDIS_PASSWORD") == "from-environment"  # the environment wins
+    assert "HOME" not in environment.variables and "PATH" not in environment.variables
+    settings = bootstrap.settings(environment=environment)
+    assert settings.snapshot_every == 7
+    assert bootstrap.redis_place(settings, None).password == "from-environment"
+    # Read into the settings, never written back into the process's environment.
+    assert "CDB_SNAPSHOT_EVERY" not in os.environ
+
+
+def test_a_wrong_snapshot_interval_stops_only_the_commands_that_use_it(
+    project_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CDB_SNAPSHOT_EVERY", "often")
+    candles = write_closes(project_root / "HAND_USD.csv", [1, 3, 2, 2, 2, 1, 1, 2, 2])
+    data_dir = project_root / "v"
+    line = refused(
+        capsys, "--data-dir", str(data_dir), "backtest", "--data", str(candles), "--no-progress"
+    )
+    assert line == "$CDB_SNAPSHOT_EVERY must be a positive whole number, not 'often'"
+    assert not data_dir.exists()  # refused before any work
+    line = refused(capsys, "--data-dir", str(data_dir), "status")
+    assert line.startswith("no run in the read models yet"), line
+
+
+def test_risk_overrides_in_dotenv_apply_to_a_backtest_as_to_every_run(
+    project_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [n for n in os.environ if n.startswith("CDB_RISK__")]:
+        monkeypatch.delenv(name)
+    (project_root / ".env").write_text("CDB_RISK__MAX_DRAWDOWN_PCT=500\n", encoding="utf-8")
+    candles = write_closes(project_root / "HAND_USD.csv", [1, 3, 2, 2, 2, 1, 1, 2, 2])
+    data_dir = project_root / "v"
+    for command in (
+        ["backtest", "--data", str(candles), "--no-progress"],
+        ["paper", "--feed", "mock", "--count", "3", "--metrics-port", "-1"],
+    ):
+        line = refused(capsys, "--data-dir", str(data_dir), *command)
+        assert "CDB_RISK__MAX_DRAWDOWN_PCT" in line and "max_drawdown_pct" in line, line
+    assert not data_dir.exists()

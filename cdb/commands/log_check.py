@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-import orjson
-
+from cdb import bootstrap
 from cdb.common import UsageError
-from cdb.common import settings_of as _settings
+from cdb.output import write_json
 from streams.log_verify import LogReport, repair_log, verify_log
 
 
@@ -39,28 +39,13 @@ def handles(args: argparse.Namespace) -> bool:
     return args.log_command in ("verify", "repair")
 
 
-def cmd_log_check(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    if settings.on_kafka:
-        raise UsageError(
-            f"`cdb log {args.log_command}` checks the embedded log's files; on Kafka the "
-            "broker keeps the log (use its own tools)"
-        )
-    if not settings.log_dir.is_dir():
-        raise UsageError(f"no log at {settings.log_dir}")
+def run(args: argparse.Namespace, settings: bootstrap.Settings) -> int:
+    log_dir = bootstrap.embedded_log_dir(settings, f"log {args.log_command}")
+    if not log_dir.is_dir():
+        raise UsageError(f"no log at {log_dir}")
     if args.log_command == "verify":
-        report = verify_log(settings.log_dir)
-        if args.json:
-            sys.stdout.write(orjson.dumps(_as_dict(report)).decode() + "\n")
-        else:
-            _print(report)
-        if not report.ok:
-            raise UsageError(
-                f"the log at {settings.log_dir} is damaged ({len(report.problems)} "
-                "problem(s) above); readers stop at the damage and nothing cuts it"
-            )
-        return 0
-    report = repair_log(settings.log_dir, force=args.force)
+        return _verify(log_dir, args.json)
+    report = repair_log(log_dir, force=args.force)
     _print(report)
     if not report.ok:
         raise UsageError(
@@ -72,6 +57,20 @@ def cmd_log_check(args: argparse.Namespace) -> int:
         sys.stdout.write(
             "committed records were cut: run `cdb projections rebuild` so the read models "
             "match the log again\n"
+        )
+    return 0
+
+
+def _verify(log_dir: Path, as_json: bool) -> int:
+    report = verify_log(log_dir)
+    if as_json:
+        write_json(_as_dict(report))
+    else:
+        _print(report)
+    if not report.ok:
+        raise UsageError(
+            f"the log at {log_dir} is damaged ({len(report.problems)} "
+            "problem(s) above); readers stop at the damage and nothing cuts it"
         )
     return 0
 
