@@ -11,6 +11,8 @@ Guarantees:
 3. Only this module looks at which concrete log there is: a command asks for what it
    needs (a market-data sink or None, a snapshot store or None, the embedded log for
    ``paper``) and gets it, or one line saying why that transport cannot give it.
+4. A command that only reads creates nothing: ``read_models_for_reading`` opens no file
+   and no directory that is not there already.
 """
 
 from __future__ import annotations
@@ -446,12 +448,54 @@ def open_read_models(config: Settings) -> Engine:
     return open_store(config.store_url)
 
 
+def check_data_dir(config: Settings) -> None:
+    """Refuse, as ``make_data_dir`` does, a data directory that cannot be one, and leave
+    none behind: a path that is not there yet is made and at once removed again (the only
+    sure way to know that it can be made)."""
+    path = config.data_dir
+    if path.is_dir():
+        return
+    missing = []  # the levels of the path that are not there, deepest first
+    level = path
+    while not level.exists() and not level.is_symlink() and level != level.parent:
+        missing.append(level)
+        level = level.parent
+    try:
+        make_data_dir(config)
+    finally:
+        for made in missing:
+            try:
+                made.rmdir()
+            except OSError:
+                break  # not made here, or something is in it now: not ours to remove
+
+
+def read_models_for_reading(config: Settings) -> Engine:
+    """The read models for a command that only reads them. A SQLite file that is not
+    there is not created, nor the data directory: the reads go to an empty schema in
+    memory instead, which answers exactly as a fresh file would (no run, the digest of
+    nothing)."""
+    check_data_dir(config)
+    check_store_place(config)
+    file = _sqlite_file(config)
+    if file is not None and not file.exists():
+        return open_store("sqlite://")
+    return open_store(config.store_url)
+
+
 def store_for_upgrade(config: Settings) -> Engine:
     """The store's engine, without migrating it, for ``cdb db upgrade`` to migrate."""
     if config.store is None:
         make_data_dir(config)
     check_store_place(config)
     return connect_store(config.store_url)
+
+
+def _sqlite_file(config: Settings) -> Path | None:
+    url = make_url(config.store_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
 
 
 # -- Redis --------------------------------------------------------------------------------------

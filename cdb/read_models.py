@@ -1,5 +1,8 @@
 """What the command line does with the read models themselves, each one function: a run's
-status, the digest, a rebuild, a run's report, the schema's upgrade."""
+status, the digest, a rebuild, a run's report, the schema's upgrade.
+
+A command that only reads (status, digest, report) creates nothing: on a data directory
+without read models it reads an empty schema in memory (``cdb.bootstrap``)."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from projections.store import upgrade
 def status(settings: bootstrap.Settings, run_id: str | None) -> dict[str, Any]:
     """The run's standing (the newest unfinished run, else the newest, when ``run_id`` is
     None), with the log's lag behind it when there is a log."""
-    engine = bootstrap.open_read_models(settings)
+    engine = bootstrap.read_models_for_reading(settings)
     try:
         log = bootstrap.log_if_any(settings)
         try:
@@ -40,7 +43,7 @@ def status(settings: bootstrap.Settings, run_id: str | None) -> dict[str, Any]:
 
 def digest(settings: bootstrap.Settings, run_id: str | None) -> str:
     """The digest of the read models as they are (of one run's rows, with ``run_id``)."""
-    engine = bootstrap.open_read_models(settings)
+    engine = bootstrap.read_models_for_reading(settings)
     try:
         if run_id is not None:
             _check_run_in_read_models(engine, run_id, settings.store_location)
@@ -51,15 +54,15 @@ def digest(settings: bootstrap.Settings, run_id: str | None) -> str:
 
 def rebuild_read_models(settings: bootstrap.Settings, projection: str | None) -> int:
     """Refold the read models (or one table) from offset zero; the events folded."""
-    engine = bootstrap.open_read_models(settings)
+    log = bootstrap.open_existing_log(settings)  # first: without a log nothing is created
     try:
-        log = bootstrap.open_existing_log(settings)
+        engine = bootstrap.open_read_models(settings)
         try:
             return rebuild(log, engine, projection).events
         finally:
-            log.close()
+            engine.dispose()
     finally:
-        engine.dispose()
+        log.close()
 
 
 def _check_run_in_read_models(engine: Engine, run_id: str, where: str) -> None:
@@ -80,7 +83,7 @@ def _check_run_in_read_models(engine: Engine, run_id: str, where: str) -> None:
 def report(settings: bootstrap.Settings, run_id: str, out: Path) -> None:
     """Write the run's HTML report to ``out``."""
     check_report_path(out)
-    engine = bootstrap.open_read_models(settings)
+    engine = bootstrap.read_models_for_reading(settings)
     try:
         text = render_report(engine, run_id)
     except LookupError as exc:

@@ -53,7 +53,10 @@ def run(args: argparse.Namespace, settings: bootstrap.Settings) -> int:
         raise UsageError(str(exc)) from None
     try:
         cache = RiskStateCache(lambda: client, metrics.registry, health, on_alert=alert)
-        engine = bootstrap.open_read_models(settings)
+        # One pass only reads the read models: on a data directory without them it
+        # creates nothing. The loop waits for a run in the store a projector fills.
+        open_store = bootstrap.read_models_for_reading if args.once else bootstrap.open_read_models
+        engine = open_store(settings)
         service = RiskService(
             engine,
             cache,

@@ -1,5 +1,5 @@
 """``cdb status``: a run's equity, drawdown, open positions, last candle and lag, from the
-read models."""
+read models. Reads only: on a data directory without read models it creates nothing."""
 
 from __future__ import annotations
 
