@@ -160,6 +160,7 @@ class InlineMarketData:
         self._sink = sink
         log = writer.log
         self._partition = topics.partition_for(writer.run_id, log.partitions(topics.MARKET_DATA))
+        self.sink_report: Any = None
 
     @property
     def partition(self) -> int:
@@ -173,10 +174,8 @@ class InlineMarketData:
 
     def end(self, marker: MarketDataCompleted) -> None:
         self._writer.publish([marker])
-
-    @property
-    def sink_report(self) -> Any:
-        return self._sink.report() if self._sink is not None else None
+        # Every candle is handed over: the sink writes what it still holds (uncommitted).
+        self.sink_report = self._sink.report() if self._sink is not None else None
 
     def committed(self) -> None:
         if self._sink is not None:

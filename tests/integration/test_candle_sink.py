@@ -6,8 +6,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from sqlalchemy import func, select
 
 from cdb.cli import main
+from projections import tables
 from projections.digest import projection_digest
 from projections.projector import catch_up
 from projections.rebuild import rebuild
@@ -151,6 +153,10 @@ def test_a_one_symbol_backtest_gets_its_candle_hash_from_the_sink(
         sink.close()
         engine = open_store(url)
         try:
+            # The sink committed every candle row with the log's commit, before any catch-up.
+            with engine.connect() as conn:
+                rows = conn.execute(select(func.count()).select_from(tables.candles)).scalar_one()
+            assert rows == outcome.completed.candles
             catch_up(log, engine, until=outcome.written)
             assert outcome.sink_report is not None
             count, _ = outcome.sink_report["candles"]
