@@ -279,83 +279,122 @@ def drive(
     filter of a run taken up), take a snapshot when one is due, and with
     ``commit_each_flush`` commit the log. ``live`` paces the candles and may stop early.
     The caller writes the run's end (``end_input``) and commits the last of it."""
-    log: EventLog = writer.log
+    driving = _Driving(writer, ingest, market_data, engine, output, live, commit_each_flush)
     at = start or Drive(0, (0, 0))
-    sequence, last = at.sequence, at.last
-    fresh = output.fresh if output is not None else None
-    on_candle = engine.pipeline.on_candle if engine is not None else None
-    batch: list[Candle] = []
-    events: list[Event] = []
-    published: list[float] = []  # when the candles that made order results were published
-    observer = live.observer if live is not None else None
-    clock = live.clock if live is not None else None
-    last_flush = clock() if clock is not None else 0.0
+    driving.sequence = at.sequence
+    folded = driving.unpaced(candles) if live is None else driving.paced(candles, live)
+    if driving.batch or ingest.bad_rows or driving.events:
+        # What is left: a backtest takes no snapshot here (its snapshots fall on whole
+        # batches); a live run, which commits as it goes, does.
+        driving.flush(snapshot=live is not None)
+    last = (folded.timestamp, folded.interval_ms) if folded is not None else at.last
+    return Drive(driving.sequence, last, driving.stopped)
 
-    def flush(*, snapshot: bool = True) -> None:
-        nonlocal batch, events, last_flush
-        if batch:
-            market_data.write(batch, sequence - len(batch))
-        if ingest.bad_rows:
-            events.extend(ingest.drain())
-        writer.publish(fresh(events) if fresh is not None else events)
-        writer.flush()
-        if observer is not None:
-            observer.folded(batch, events if engine is not None else [])
-        if snapshot and engine is not None and engine.snapshot_due:
-            engine.snapshot(market_data_partition(writer), market_data.next_offset())
-        if commit_each_flush:
-            log.commit()
-            if live is not None and live.on_committed is not None:
-                live.on_committed()
-                if published and observer is not None:
-                    assert clock is not None
-                    now = clock()
-                    observer.projected([now - moment for moment in published])
-            published.clear()
-        batch, events = [], []
-        if clock is not None:
-            last_flush = clock()
 
-    stopped = False
-    folded: Candle | None = None
-    for candle in candles:
-        if live is not None:
+class _Driving:
+    """One drive between its batches: the candles and events gathered since the last
+    flush, and what a flush writes them with."""
+
+    def __init__(
+        self,
+        writer: RunWriter,
+        ingest: Ingest,
+        market_data: MarketData,
+        engine: RunEngine | None,
+        output: OutputFilter | None,
+        live: Live | None,
+        commit_each_flush: bool,
+    ) -> None:
+        self.writer, self.ingest, self.market_data = writer, ingest, market_data
+        self.engine, self.output, self.live = engine, output, live
+        self.commit_each_flush = commit_each_flush
+        self.observer = live.observer if live is not None else None
+        self.sequence = 0  # the sequence of the run's next candle
+        self.batch: list[Candle] = []
+        self.events: list[Event] = []
+        self.published: list[float] = []  # when candles that made order results came
+        self.stopped = False
+        self.last_flush = live.clock() if live is not None else 0.0
+
+    def unpaced(self, candles: Iterable[Candle]) -> Candle | None:
+        """The hot loop of a backtest: every candle as fast as it comes."""
+        batch, events = self.batch, self.events
+        on_candle = self.engine.pipeline.on_candle if self.engine is not None else None
+        folded = None
+        for folded in candles:
+            batch.append(folded)
+            if on_candle is not None:
+                out = on_candle(folded)
+                if out:
+                    events.extend(out)
+            if len(batch) >= BATCH:
+                self.sequence += len(batch)
+                self.flush()
+                batch, events = self.batch, self.events
+        self.sequence += len(batch)
+        return folded
+
+    def paced(self, candles: Iterable[Candle], live: Live) -> Candle | None:
+        """A live run's loop: each candle when it is due, commits as it goes, a stop."""
+        on_candle = self.engine.pipeline.on_candle if self.engine is not None else None
+        observer, clock = self.observer, live.clock
+        folded = None
+        for candle in candles:
             close = candle.timestamp + candle.interval_ms
             if live.pacer.wait_for(close) > 0:
                 if observer is not None:
                     observer.behind(0)  # caught up
-                flush()  # caught up: everything so far durable and projected before idling
+                self.flush()  # caught up: all so far durable and projected before idling
                 if not _sleep_until_due(live, close):
-                    stopped = True
+                    self.stopped = True
                     break
             elif live.should_stop():
-                stopped = True
+                self.stopped = True
                 break
-        batch.append(candle)
-        folded = candle
-        sequence += 1
-        if on_candle is not None:
-            out = on_candle(candle)
-            if out:
-                events.extend(out)
-                if observer is not None and any(e.type == "order_result" for e in out):
-                    assert clock is not None
-                    published.append(clock())
-        if len(batch) >= BATCH:
-            if live is not None and observer is not None:
-                observer.behind(live.pacer.due_steps(close, candle.interval_ms) * live.sources)
-            flush()
-        elif live is not None and clock is not None and clock() - last_flush >= live.commit_every:
-            if observer is not None:
-                observer.behind(live.pacer.due_steps(close, candle.interval_ms) * live.sources)
-            flush()
-    if batch or ingest.bad_rows or events:
-        # What is left: a backtest takes no snapshot here (its snapshots fall on whole
-        # batches); a live run, which commits as it goes, does.
-        flush(snapshot=live is not None)
-    if folded is not None:
-        last = (folded.timestamp, folded.interval_ms)
-    return Drive(sequence, last, stopped)
+            self.batch.append(candle)
+            self.sequence += 1
+            folded = candle
+            if on_candle is not None:
+                out = on_candle(candle)
+                if out:
+                    self.events.extend(out)
+                    if observer is not None and any(e.type == "order_result" for e in out):
+                        self.published.append(clock())
+            if len(self.batch) >= BATCH or clock() - self.last_flush >= live.commit_every:
+                if observer is not None:
+                    observer.behind(live.pacer.due_steps(close, candle.interval_ms) * live.sources)
+                self.flush()
+        return folded
+
+    def flush(self, *, snapshot: bool = True) -> None:
+        """Write what was gathered; snapshot if due; commit if each flush does."""
+        batch, events, engine = self.batch, self.events, self.engine
+        if batch:
+            self.market_data.write(batch, self.sequence - len(batch))
+        if self.ingest.bad_rows:
+            events.extend(self.ingest.drain())
+        self.writer.publish(self.output.fresh(events) if self.output is not None else events)
+        self.writer.flush()
+        if self.observer is not None:
+            self.observer.folded(batch, events if engine is not None else [])
+        if snapshot and engine is not None and engine.snapshot_due:
+            engine.snapshot(market_data_partition(self.writer), self.market_data.next_offset())
+        if self.commit_each_flush:
+            self.writer.log.commit()
+            self._committed()
+        self.batch, self.events = [], []
+        if self.live is not None:
+            self.last_flush = self.live.clock()
+
+    def _committed(self) -> None:
+        """After a live run's commit: the read models follow; say how long it took."""
+        live, observer = self.live, self.observer
+        if live is not None and live.on_committed is not None:
+            live.on_committed()
+            if self.published and observer is not None:
+                now = live.clock()
+                observer.projected([now - moment for moment in self.published])
+        self.published.clear()
 
 
 def end_input(
