@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy import Boolean, Engine, String, Table
 
 from projections.tables import READ_MODELS
-from streams.collector import collector_paused
+from runtime.collector import collector_paused
 
 FETCH_ROWS = 10_000
 

@@ -51,9 +51,9 @@ from projections.store import (
     upsert_values,
 )
 from projections.tables import READ_MODELS
+from runtime.collector import collector_paused
 from streams import topics
 from streams.codec import DecodeError, decode_view, decode_views
-from streams.collector import collector_paused
 from streams.log_port import EventLog, Followable, Group, LogStream, Record
 
 PROJECTOR = "read_models"

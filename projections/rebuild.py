@@ -95,8 +95,8 @@ from projections.store import (
     upsert_values,
 )
 from projections.tables import READ_MODELS
+from runtime.collector import collector_paused
 from streams import topics
-from streams.collector import collector_paused
 from streams.log_port import EventLog
 
 # From this many records on, a Postgres rebuild is folded by several processes.

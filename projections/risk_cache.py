@@ -55,8 +55,8 @@ from redis.retry import Retry
 from sqlalchemy import Connection, Engine, func, select
 
 from projections import tables
+from projections.service_ports import HealthBoard
 from projections.status import NoSuchRun, last_closes, latest_run_id, marked_equity
-from streams.observability import Health
 
 RISK_STATE_KEY = "risk_state:persistence"
 DEFAULT_THRESHOLD_PCT = 5.0
@@ -352,7 +352,7 @@ class RiskStateCache:
         self,
         client_factory: Callable[[], redis.Redis],
         registry: CollectorRegistry | None = None,
-        health: Health | None = None,
+        health: HealthBoard | None = None,
         threshold_pct: float = DEFAULT_THRESHOLD_PCT,
         on_alert: OnAlert | None = None,
         *,
@@ -396,7 +396,7 @@ class RiskStateCache:
         url: str,
         password: str | None = None,
         registry: CollectorRegistry | None = None,
-        health: Health | None = None,
+        health: HealthBoard | None = None,
         threshold_pct: float = DEFAULT_THRESHOLD_PCT,
         on_alert: OnAlert | None = None,
         *,

@@ -13,6 +13,10 @@ from typing import Protocol
 class HealthBoard(Protocol):
     """The process's health: each dependency ok or not, with a word on why."""
 
+    def require(self, name: str) -> None:
+        """``name`` must be ok for the process to be healthy (not ok until ``set``)."""
+        ...
+
     def set(self, name: str, ok: bool, detail: str = "") -> None: ...
 
 

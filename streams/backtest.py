@@ -19,9 +19,9 @@ from domain.events import (
 )
 from domain.run_config import BacktestConfig, derived_run_id, run_metadata_event
 from domain.strategies import strategy_params
+from runtime.collector import collector_paused
 from streams import topics
 from streams.broker_backtest import run_through_broker
-from streams.collector import collector_paused
 from streams.csv_source import CandleSource, merged_candles
 from streams.log_port import EventLog, SharedWriting
 from streams.market_data_publisher import MarketDataPublisher, MarketDataSink, can_fork
@@ -183,7 +183,7 @@ def run_fused(
     writer.publish([metadata])
     writer.publish(engine.begin())
     market_data = _market_data(writer, market_data_sink, parallel)
-    with collector_paused():  # see streams.collector
+    with collector_paused():  # see runtime.collector
         try:
             at = drive(
                 merged_candles(sources, ingest.bad_rows.append, on_progress),
