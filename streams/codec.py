@@ -16,9 +16,9 @@ import orjson
 
 from domain.events import (
     EVENT_TYPES,
-    SCHEMA_VERSION,
     Candle,
     Event,
+    MarketDataEvent,
     event_id_for,
     validate_event,
 )
@@ -28,6 +28,9 @@ from streams.event_views import ANY_VIEW, DECODERS
 
 class DecodeError(ValueError):
     pass
+
+
+_MARKET_DATA_VERSION = MarketDataEvent.current_version
 
 
 def encode(event: Event) -> bytes:
@@ -57,7 +60,7 @@ def encode_candle_fields(
             "event_id": event_id_for(run_id, "market_data", sequence),
             "run_id": run_id,
             "sequence": sequence,
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": _MARKET_DATA_VERSION,
             "causation_id": None,
             "timestamp": timestamp,
             "symbol": symbol,
@@ -105,7 +108,7 @@ def decode_view(value: bytes) -> Any:
 
 def decode_views(values: Sequence[bytes]) -> list[Any] | None:
     """``decode_view`` of every value, in one call: None unless every value is an event
-    with a view, of the current schema version (then decode them one by one)."""
+    with a view, of its type's current schema version (then decode them one by one)."""
     joined = b"\n".join(values)
     # One line per value: no value is empty (blank lines are skipped) or spans lines.
     if b"" in values or joined.count(b"\n") != len(values) - 1:
@@ -118,7 +121,8 @@ def decode_views(values: Sequence[bytes]) -> list[Any] | None:
 
 
 def decode(value: bytes) -> Event:
-    """Decode and validate one event, upcasting old schema versions."""
+    """Decode and validate one event, upcasting old schema versions of its type (a newer
+    one than this code reads is a DecodeError)."""
     head = _TYPE_FIRST.match(value)
     if head is not None:
         cls = EVENT_TYPES.get(head.group(1).decode())
@@ -128,7 +132,7 @@ def decode(value: bytes) -> Event:
             except ValueError:
                 pass  # the general path below names the reason, or upcasts an old version
             else:
-                if event.schema_version == SCHEMA_VERSION:
+                if event.schema_version == cls.current_version:
                     return event  # type: ignore[no-any-return]
     payload = decode_json(value)
     try:

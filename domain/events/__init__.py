@@ -14,7 +14,13 @@ from domain.events.market import (
     interval_ms,
 )
 from domain.events.portfolio import PortfolioSnapshot, PositionState
-from domain.events.registry import EVENT_TYPES, UnknownEventType, upcast, validate_event
+from domain.events.registry import (
+    EVENT_TYPES,
+    EventRegistry,
+    UnknownEventType,
+    upcast,
+    validate_event,
+)
 from domain.events.risk import RiskDecision, RiskState
 from domain.events.run import BacktestRunMetadata, DataSource, RunCompleted, RunStatistics
 from domain.events.signals import StrategySignal
@@ -29,6 +35,7 @@ __all__ = [
     "DataSource",
     "DeadLetter",
     "Event",
+    "EventRegistry",
     "IntensityChanged",
     "MarketDataCompleted",
     "MarketDataEvent",

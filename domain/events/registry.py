@@ -1,13 +1,14 @@
-"""Event types by wire name, and the upcasters that lift old schema versions.
+"""Event types by wire name, and reading payloads of older schema versions.
 
-Reading an old log never breaks: a payload of version N is passed through
-``UPCASTERS[(type, N)]`` until it reaches the current version, then validated.
+Reading an old log never breaks: each event class declares its version and, beside its
+fields, the steps from older ones (``domain.events.envelope.Event``); a payload of version
+K is passed through its type's steps until it reaches the current version, then
+validated. A version with no step from it, or newer than its type's, is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
 
 from domain.events.alerts import Alert
 from domain.events.envelope import SCHEMA_VERSION, Event
@@ -18,10 +19,56 @@ from domain.events.portfolio import PortfolioSnapshot, PositionState
 from domain.events.risk import RiskDecision, RiskState
 from domain.events.run import BacktestRunMetadata, RunCompleted
 from domain.events.signals import StrategySignal
+from domain.versions import Payload, Upcaster, lift
 
-EVENT_TYPES: Mapping[str, type[Event]] = {
-    cls.model_fields["type"].default: cls
-    for cls in (
+
+class UnknownEventType(ValueError):
+    pass
+
+
+class EventRegistry:
+    """The event classes a reader knows, by wire name, with their versions and steps."""
+
+    def __init__(self, classes: Iterable[type[Event]]) -> None:
+        self.types: Mapping[str, type[Event]] = {cls.event_type: cls for cls in classes}
+        # (type, from_version) -> the step to from_version + 1, as each class declares.
+        self.upcasters: Mapping[tuple[str, int], Upcaster] = {
+            (name, older): step
+            for name, cls in self.types.items()
+            for older, step in cls.upcasters.items()
+        }
+
+    def current_version(self, event_type: object) -> int:
+        cls = self.types.get(str(event_type))
+        return SCHEMA_VERSION if cls is None else cls.current_version
+
+    def upcast(
+        self, payload: Payload, upcasters: Mapping[tuple[str, int], Upcaster] | None = None
+    ) -> Payload:
+        """Lift ``payload`` to the current schema version of its type (through
+        ``upcasters`` if given, else the classes' own steps). An absent version is 1."""
+        event_type = str(payload.get("type"))
+        steps = self.upcasters if upcasters is None else upcasters
+        return lift(
+            payload,
+            payload.get("schema_version", 1),
+            self.current_version(event_type),
+            {older: step for (name, older), step in steps.items() if name == event_type},
+            event_type,
+            "schema_version",
+        )
+
+    def validate(self, payload: Payload) -> Event:
+        """Turn a decoded JSON object into its event model, upcasting old versions first."""
+        event_type = payload.get("type")
+        cls = self.types.get(str(event_type))
+        if cls is None:
+            raise UnknownEventType(f"unknown event type {event_type!r}")
+        return cls.model_validate(self.upcast(payload))
+
+
+REGISTRY = EventRegistry(
+    [
         MarketDataEvent,
         MarketDataCompleted,
         DeadLetter,
@@ -36,40 +83,17 @@ EVENT_TYPES: Mapping[str, type[Event]] = {
         PortfolioSnapshot,
         BacktestRunMetadata,
         RunCompleted,
-    )
-}
-
-Payload = dict[str, Any]
-Upcaster = Callable[[Payload], Payload]
-
-# (type, from_version) -> function returning the payload at from_version + 1.
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
-
-
-class UnknownEventType(ValueError):
-    pass
+    ]
+)
+EVENT_TYPES: Mapping[str, type[Event]] = REGISTRY.types
+UPCASTERS: Mapping[tuple[str, int], Upcaster] = REGISTRY.upcasters
 
 
 def upcast(payload: Payload, upcasters: Mapping[tuple[str, int], Upcaster] = UPCASTERS) -> Payload:
     """Lift ``payload`` to the current schema version of its type."""
-    event_type = payload.get("type")
-    version = payload.get("schema_version", 1)
-    if type(version) is not int:
-        raise ValueError(f"{event_type} has schema version {version!r}, not an integer")
-    while version < SCHEMA_VERSION:
-        step = upcasters.get((str(event_type), version))
-        if step is None:
-            raise ValueError(f"no upcaster for {event_type} v{version}")
-        payload = step(payload)
-        version += 1
-        payload["schema_version"] = version
-    return payload
+    return REGISTRY.upcast(payload, upcasters)
 
 
 def validate_event(payload: Payload) -> Event:
     """Turn a decoded JSON object into its event model, upcasting old versions first."""
-    event_type = payload.get("type")
-    cls = EVENT_TYPES.get(str(event_type))
-    if cls is None:
-        raise UnknownEventType(f"unknown event type {event_type!r}")
-    return cls.model_validate(upcast(payload))
+    return REGISTRY.validate(payload)

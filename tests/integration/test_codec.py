@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from domain.events import Candle, MarketDataEvent
 from streams.codec import DecodeError, decode, encode, encode_market_data
 from tests.domain.builders import sample_events
+from tests.support.stored_events import stored_v1
 
 prices = st.floats(min_value=1e-9, max_value=1e12, allow_nan=False, allow_infinity=False)
 
@@ -57,4 +58,16 @@ def test_an_unreadable_schema_version_is_a_decode_error(version: str) -> None:
     )
     assert wire != encode(sample_events()["alert"])
     with pytest.raises(DecodeError):
+        decode(wire)
+
+
+@pytest.mark.parametrize("name", sorted(stored_v1()))
+def test_a_stored_v1_log_decodes_and_encodes_back_byte_for_byte(name: str) -> None:
+    wire = stored_v1()[name]
+    assert encode(decode(wire)) == wire
+
+
+def test_an_event_of_a_newer_schema_version_is_a_decode_error() -> None:
+    wire = encode(sample_events()["signal"]).replace(b'"schema_version":1', b'"schema_version":7')
+    with pytest.raises(DecodeError, match=r"signal v7 is newer than this code reads \(v1\)"):
         decode(wire)

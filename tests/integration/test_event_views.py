@@ -15,6 +15,7 @@ from domain.events import EVENT_TYPES, SCHEMA_VERSION, Event
 from streams.codec import DecodeError, decode, decode_view, decode_views, encode
 from streams.event_views import DECODERS, VIEWS
 from tests.domain.builders import sample_events
+from tests.support.stored_events import stored_v1
 
 SAMPLES = sample_events()
 WITH_VIEWS = sorted(VIEWS)
@@ -77,7 +78,8 @@ def test_whatever_a_view_accepts_the_model_accepts_with_the_same_values(
         view = DECODERS[name].decode(wire)
     except msgspec.DecodeError:
         return  # the models decide; decode_view hands such values to them
-    assert view.schema_version == SCHEMA_VERSION  # an older one is the models' to upcast
+    # A view takes its type's current version only: an older one is the model's to upcast.
+    assert view.schema_version == EVENT_TYPES[name].current_version
     assert fields_of(view) == fields_of(decode(wire))
 
 
@@ -131,3 +133,18 @@ def test_an_event_of_an_older_schema_version_is_left_to_its_model() -> None:
     # The model's path upcasts it, or (no upcaster for that version) names the reason.
     with pytest.raises(DecodeError, match="no upcaster for signal"):
         decode_view(orjson.dumps(payload))
+
+
+def test_an_event_of_a_newer_schema_version_is_refused_by_both() -> None:
+    payload = {**SAMPLES["alert"].model_dump(mode="json"), "schema_version": 2}
+    with pytest.raises(msgspec.ValidationError):
+        DECODERS["alert"].decode(orjson.dumps(payload))
+    with pytest.raises(DecodeError, match=r"alert v2 is newer than this code reads \(v1\)"):
+        decode_view(orjson.dumps(payload))
+
+
+def test_a_stored_v1_log_reads_through_the_views_as_through_the_models() -> None:
+    wires = [wire for name, wire in sorted(stored_v1().items()) if name in VIEWS]
+    views = decode_views(wires)
+    assert views is not None and len(views) == len(WITH_VIEWS)
+    assert [fields_of(v) for v in views] == [fields_of(decode(w)) for w in wires]
