@@ -50,11 +50,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domain.events.intensity import IntensityChanged
+from domain.state import StateModel
 
 NEUTRAL_SCORE = 0.5
 PARAMETER_DECIMALS = 4
@@ -229,6 +230,16 @@ def _between(q: float, dry: float, wet: float) -> float:
     return _clamp(value, min(dry, wet), max(dry, wet))
 
 
+class IntensityState(StateModel):
+    """What ``IntensityTracker`` folded; its configuration comes from the run's."""
+
+    window: list[ClosedTrade]  # oldest first
+    since_update: int
+    raw_score: float
+    score: float
+    parameters: IntensityParameters
+
+
 class IntensityTracker:
     """The window of closed trades and the parameters in force, folded trade by trade.
 
@@ -236,7 +247,8 @@ class IntensityTracker:
     (O(window) each time) and returns the new parameters only when they differ from those
     in force, else None; each return is meant to become one ``intensity_changed`` event
     (``changed_event``). It starts at the neutral score's parameters. A disabled config's
-    tracker records nothing and never returns parameters. Picklable, for engine snapshots.
+    tracker records nothing and never returns parameters. Its state (``state``) is part
+    of engine snapshots.
     """
 
     __slots__ = ("_parameters", "_raw_score", "_score", "_since_update", "_window", "config")
@@ -248,6 +260,27 @@ class IntensityTracker:
         self._raw_score = NEUTRAL_SCORE
         self._score = quantised_score(NEUTRAL_SCORE, config)
         self._parameters = intensity_parameters(NEUTRAL_SCORE, config)
+
+    def state(self) -> IntensityState:
+        return IntensityState(
+            window=list(self._window),
+            since_update=self._since_update,
+            raw_score=self._raw_score,
+            score=self._score,
+            parameters=self._parameters,
+        )
+
+    def restore(self, state: IntensityState) -> None:
+        """Take ``state`` (what ``state()`` gave, of a tracker of the same configuration)."""
+        if len(state.window) > self.config.window_trades:
+            raise ValueError(
+                f"{len(state.window)} trades in a window of {self.config.window_trades}"
+            )
+        self._window = deque(state.window, maxlen=self.config.window_trades)
+        self._since_update = state.since_update
+        self._raw_score = state.raw_score
+        self._score = state.score
+        self._parameters = state.parameters
 
     @property
     def parameters(self) -> IntensityParameters:
@@ -298,6 +331,16 @@ class IntensityTracker:
         self._parameters = parameters
         return parameters
 
+    def changed_fields(self, reason: str = REASON_TRADES_WINDOW) -> dict[str, Any]:
+        """The payload of the ``intensity_changed`` event of the parameters (and score) in
+        force; the envelope is the caller's."""
+        return {
+            "score": self._score,
+            **self._parameters._asdict(),
+            "trades": self.trades,
+            "reason": reason,
+        }
+
     def changed_event(
         self,
         *,
@@ -315,8 +358,5 @@ class IntensityTracker:
             sequence=sequence,
             timestamp=timestamp,
             causation_id=causation_id,
-            score=self._score,
-            **self._parameters._asdict(),
-            trades=self.trades,
-            reason=reason,
+            **self.changed_fields(reason),
         )

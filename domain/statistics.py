@@ -22,8 +22,32 @@ from __future__ import annotations
 import math
 
 from domain.events.run import RunStatistics
+from domain.state import StateModel
 
 YEAR_MS = 365 * 24 * 60 * 60 * 1000
+
+
+class PerformanceState(StateModel):
+    """The accumulators of ``PerformanceTracker``; its initial cash and interval come
+    from the run's configuration."""
+
+    last_equity: float
+    peak: float
+    max_drawdown: float
+    bars: int
+    bars_in_market: int
+    mean: float
+    m2: float
+    downside_sq: float
+    trades: int
+    wins: int
+    losses: int
+    gross_profit: float
+    gross_loss: float
+    pnl_sum: float
+    unchanged: int
+    first_timestamp: int | None
+    last_timestamp: int | None
 
 
 class PerformanceTracker:
@@ -69,6 +93,47 @@ class PerformanceTracker:
         self._unchanged = 0  # zero-return bars not yet folded into mean and m2
         self._first_ts: int | None = None
         self._last_ts: int | None = None
+
+    def state(self) -> PerformanceState:
+        return PerformanceState(
+            last_equity=self._last_equity,
+            peak=self._peak,
+            max_drawdown=self._max_drawdown,
+            bars=self._bars,
+            bars_in_market=self._bars_in_market,
+            mean=self._mean,
+            m2=self._m2,
+            downside_sq=self._downside_sq,
+            trades=self._trades,
+            wins=self._wins,
+            losses=self._losses,
+            gross_profit=self._gross_profit,
+            gross_loss=self._gross_loss,
+            pnl_sum=self._pnl_sum,
+            unchanged=self._unchanged,
+            first_timestamp=self._first_ts,
+            last_timestamp=self._last_ts,
+        )
+
+    def restore(self, state: PerformanceState) -> None:
+        """Take ``state`` (what ``state()`` gave) as this tracker's."""
+        self._last_equity = state.last_equity
+        self._peak = state.peak
+        self._max_drawdown = state.max_drawdown
+        self._bars = state.bars
+        self._bars_in_market = state.bars_in_market
+        self._mean = state.mean
+        self._m2 = state.m2
+        self._downside_sq = state.downside_sq
+        self._trades = state.trades
+        self._wins = state.wins
+        self._losses = state.losses
+        self._gross_profit = state.gross_profit
+        self._gross_loss = state.gross_loss
+        self._pnl_sum = state.pnl_sum
+        self._unchanged = state.unchanged
+        self._first_ts = state.first_timestamp
+        self._last_ts = state.last_timestamp
 
     def on_bar(self, timestamp: int, equity: float, in_market: bool) -> None:
         """Record one bar's closing equity (call once per bar, in time order)."""

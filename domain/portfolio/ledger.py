@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from domain.events.execution import Side
+from domain.state import StateModel
 
 
 @dataclass(slots=True)
@@ -15,6 +16,17 @@ class Position:
     avg_entry_price: float = 0.0
     open_fees: float = 0.0
     realized_pnl: float = 0.0
+
+
+class PortfolioState(StateModel):
+    """The portfolio's state; its initial cash comes from the run's configuration."""
+
+    cash: float
+    positions: dict[str, Position]  # in the order the symbols were first filled
+    marks: dict[str, float]  # in the order the symbols were first marked
+    realized_pnl: float
+    high_water_mark: float
+    drawdown_pct: float
 
 
 class Portfolio:
@@ -90,6 +102,35 @@ class Portfolio:
         if (held == 0.0) != (position.quantity == 0.0):
             self.open_count += 1 if held == 0.0 else -1
         return realized
+
+    def state(self) -> PortfolioState:
+        # The orders of positions and marks are kept: equity and exposure are sums in
+        # that order, and float sums in another order may differ in the last bit.
+        return PortfolioState(
+            cash=self.cash,
+            positions={symbol: replace(p) for symbol, p in self.positions.items()},
+            marks=dict(self.marks),
+            realized_pnl=self.realized_pnl,
+            high_water_mark=self.high_water_mark,
+            drawdown_pct=self._drawdown_pct,
+        )
+
+    def restore(self, state: PortfolioState) -> None:
+        """Take ``state`` (what ``state()`` gave) as this portfolio's."""
+        missing = [
+            symbol
+            for symbol, p in state.positions.items()
+            if p.quantity and symbol not in state.marks
+        ]
+        if missing:
+            raise ValueError(f"open positions without a mark: {', '.join(missing)}")
+        self.cash = state.cash
+        self.positions = {symbol: replace(p) for symbol, p in state.positions.items()}
+        self.marks = dict(state.marks)
+        self.realized_pnl = state.realized_pnl
+        self.open_count = sum(1 for p in self.positions.values() if p.quantity)
+        self.high_water_mark = state.high_water_mark
+        self._drawdown_pct = state.drawdown_pct
 
     def mark(self, symbol: str, price: float) -> None:
         self.marks[symbol] = price

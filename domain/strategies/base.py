@@ -6,7 +6,8 @@ It knows nothing of balances, positions or limits (R2); those belong to the Risk
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple, Protocol
+from collections.abc import Mapping
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,4 +32,15 @@ class Strategy(Protocol):
 
     def on_candle(self, candle: Bar) -> SignalIntent | None:
         """Consume the next candle of this strategy's symbol; O(1) work."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """What the candles so far left in this strategy (its indicators), as plain data
+        (numbers, strings, lists, dicts) for an engine snapshot; its parameters are not
+        part of it: they come from the run's configuration."""
+        ...
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take ``state`` (what ``state()`` gave, in a strategy of the same parameters),
+        as if this strategy had seen those candles; ValueError if it cannot be."""
         ...

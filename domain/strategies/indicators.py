@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from collections import deque
 
+from domain.state import StateModel
+
+
+class RollingExtremeState(StateModel):
+    index: int  # values seen
+    queue: list[tuple[int, float]]  # the monotonic deque: (index, value), oldest first
+
 
 class RollingExtreme:
     """Maximum (or minimum) of the last ``length`` values, with a monotonic deque."""
@@ -33,6 +40,15 @@ class RollingExtreme:
         if self._index < self.length:
             return None
         return queue[0][1]
+
+    def state(self) -> RollingExtremeState:
+        return RollingExtremeState(index=self._index, queue=list(self._queue))
+
+    def restore(self, state: RollingExtremeState) -> None:
+        if len(state.queue) > min(state.index, self.length):
+            raise ValueError(f"a window of {self.length} holds no {len(state.queue)} values")
+        self._index = state.index
+        self._queue = deque(state.queue)
 
     @property
     def value(self) -> float | None:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from domain.events.market import Bar
+from domain.state import StateModel
 from domain.strategies.base import SignalIntent, StrategyParams
-from domain.strategies.indicators import RollingExtreme
+from domain.strategies.indicators import RollingExtreme, RollingExtremeState
 
 
 class MomentumParams(StrategyParams):
     lookback: int = Field(default=20, ge=2, le=100_000)
     exit_lookback: int = Field(default=10, ge=1, le=100_000)
+
+
+class MomentumState(StateModel):
+    highest: RollingExtremeState
+    lowest: RollingExtremeState
+    exit_lowest: RollingExtremeState
+    last: Literal["BUY", "SELL"] | None
 
 
 class MomentumV1:
@@ -32,7 +41,7 @@ class MomentumV1:
         self._highest = RollingExtreme(params.lookback, maximum=True)
         self._lowest = RollingExtreme(params.lookback, maximum=False)
         self._exit_lowest = RollingExtreme(params.exit_lookback, maximum=False)
-        self._last: str | None = None
+        self._last: Literal["BUY", "SELL"] | None = None
 
     def on_candle(self, candle: Bar) -> SignalIntent | None:
         # Channels of the *previous* candles: read before this candle updates them.
@@ -52,3 +61,18 @@ class MomentumV1:
             self._last = "SELL"
             return SignalIntent("SELL", "MOMENTUM_BREAKDOWN")
         return None
+
+    def state(self) -> dict[str, Any]:
+        return MomentumState(
+            highest=self._highest.state(),
+            lowest=self._lowest.state(),
+            exit_lowest=self._exit_lowest.state(),
+            last=self._last,
+        ).model_dump()
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        values = MomentumState.model_validate(state)
+        self._highest.restore(values.highest)
+        self._lowest.restore(values.lowest)
+        self._exit_lowest.restore(values.exit_lowest)
+        self._last = values.last

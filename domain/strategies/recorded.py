@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from domain.events.market import Bar
 from domain.strategies.base import SignalIntent
@@ -25,3 +25,10 @@ class RecordedSignals:
 
     def on_candle(self, candle: Bar) -> SignalIntent | None:
         return self._intents.get((candle.symbol, candle.timestamp + candle.interval_ms))
+
+    def state(self) -> dict[str, Any]:
+        return {}  # what it answers is given, not learnt from the candles
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        if state:
+            raise ValueError("recorded signals keep no state")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from fractions import Fraction
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from domain.events.market import Bar
+from domain.state import StateModel
 from domain.strategies.base import SignalIntent, StrategyParams
 
 
@@ -21,6 +23,14 @@ class SmaCrossParams(StrategyParams):
         if self.fast >= self.slow:
             raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
         return self
+
+
+class SmaCrossState(StateModel):
+    closes: list[float]  # the ring buffer of the last ``slow`` closes, as it lies
+    count: int  # candles seen
+    sum_fast: float
+    sum_slow: float
+    prev_side: int | None  # -1, 1 or None, as ``_prev_side``
 
 
 class SmaCross:
@@ -84,6 +94,27 @@ class SmaCross:
         if prev == side or prev is None:
             return None
         return _CROSS_UP if side > 0 else _CROSS_DOWN
+
+    def state(self) -> dict[str, Any]:
+        return SmaCrossState(
+            closes=list(self._ring),
+            count=self._count,
+            sum_fast=self._sum_fast,
+            sum_slow=self._sum_slow,
+            prev_side=self._prev_side,
+        ).model_dump()
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        values = SmaCrossState.model_validate(state)
+        if len(values.closes) != self.params.slow:
+            raise ValueError(f"{len(values.closes)} closes kept, not slow={self.params.slow}")
+        if values.prev_side not in (-1, 1, None):
+            raise ValueError(f"no side {values.prev_side}")
+        self._ring = list(values.closes)
+        self._count = values.count
+        self._sum_fast = values.sum_fast
+        self._sum_slow = values.sum_slow
+        self._prev_side = values.prev_side
 
     def _exact_side(self) -> int:
         """Sign of fast SMA - slow SMA in exact rational arithmetic; resyncs the sums."""

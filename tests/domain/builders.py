@@ -5,11 +5,13 @@ Every builder takes keyword overrides, so a test names only what it is about.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from domain.events import (
     Alert,
     BacktestRunMetadata,
+    Bar,
     Candle,
     DataSource,
     DeadLetter,
@@ -135,12 +137,18 @@ class Scripted:
         self.script = script
         self.seen = 0
 
-    def on_candle(self, c: Candle) -> SignalIntent | None:
+    def on_candle(self, candle: Bar) -> SignalIntent | None:
         direction = self.script.get(self.seen)
         self.seen += 1
         if direction is None:
             return None
         return SignalIntent(direction, "SCRIPTED", None)  # type: ignore[arg-type]
+
+    def state(self) -> dict[str, Any]:
+        return {"seen": self.seen}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.seen = int(state["seen"])
 
 
 def pipeline(

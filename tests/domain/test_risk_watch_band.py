@@ -15,6 +15,7 @@ from domain.events import Alert, Candle, Event
 from domain.execution import CostModel
 from domain.pipeline import PaperTradingPipeline
 from domain.risk import RiskConfig, RiskEngine, RiskMemory, RiskMonitor
+from domain.risk.guard import TradingGuard
 from domain.strategies import strategy_factory, strategy_params
 
 MINUTE = 60_000
@@ -133,13 +134,17 @@ LEVELS = [
 ]
 
 
-class _WatchingEveryMark(PaperTradingPipeline):
-    """The pipeline as it was before the band: the monitor sees every mark and fill."""
+class _GuardWatchingEveryMark(TradingGuard):
+    """The guard as it was before the band: the monitor sees every mark and fill."""
 
-    def _settle_watch(self) -> None:
-        super()._settle_watch()
-        if self._watch_levels:
-            self._calm_from = math.inf  # nothing is calm
+    def settle(self, risk: RiskEngine | None = None) -> None:
+        super().settle(risk)
+        if self.watch_levels:
+            self.calm_from = math.inf  # nothing is calm
+
+
+class _WatchingEveryMark(PaperTradingPipeline):
+    guard_type = _GuardWatchingEveryMark
 
 
 def _events(pipeline_type: type[PaperTradingPipeline], seed: int) -> list[Event]:
@@ -176,6 +181,7 @@ def _events(pipeline_type: type[PaperTradingPipeline], seed: int) -> list[Event]
                 CostModel(), 10_000.0, MINUTE,
             )  # fmt: skip
             pipeline.restore_state(state)
+    assert type(pipeline.guard) is pipeline_type.guard_type  # a restore keeps the watch
     return out + pipeline.finish(0)
 
 
