@@ -313,13 +313,7 @@ def _blocks(
     overlong = False  # inside a line too long to keep, already reported
     limit = limits.max_line_bytes
     while chunk := handle.read(limits.chunk_bytes):
-        block = rest + chunk
-        held_cr = False
-        if b"\r" in block:
-            held_cr = block.endswith(b"\r")  # the first half of a CRLF split by the chunk?
-            if held_cr:
-                block = block[:-1]
-            block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        block, held_cr = _with_newlines(rest + chunk)
         lines = block.split(b"\n")
         rest = lines.pop()
         if overlong:
@@ -349,6 +343,17 @@ def _blocks(
         if not _is_plain(rest):
             _screen_lines(lines, line_no, notes)
         yield lines, notes
+
+
+def _with_newlines(block: bytes) -> tuple[bytes, bool]:
+    """``block`` with CRLF and a lone CR made ``\\n``; and whether a CR at its very end was
+    held back (it may be the first half of a CRLF that the next chunk completes)."""
+    if b"\r" not in block:
+        return block, False
+    held_cr = block.endswith(b"\r")
+    if held_cr:
+        block = block[:-1]
+    return block.replace(b"\r\n", b"\n").replace(b"\r", b"\n"), held_cr
 
 
 def _may_hold_long_lines(block: bytes, limit: int) -> bool:

@@ -38,7 +38,6 @@ import os
 import re
 import time
 import weakref
-import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -56,11 +55,13 @@ from streams.log_commit import (
 from streams.log_port import CorruptLog, CorruptRecord, LogError, Record, TopicInfo
 from streams.log_segment import (
     SEGMENT_NAME,
-    Index,
     PartitionWriter,
     Place,
-    header_at,
+    batch_lines,
+    committed_header,
     legacy_end,
+    open_committed,
+    reading_start,
 )
 from streams.topics import partition_for
 
@@ -443,44 +444,12 @@ class EmbeddedLog:
         from_offset = max(from_offset, 0)
         if bound == 0 or from_offset >= end or (to_offset is not None and to_offset <= from_offset):
             return
-        path = self._segment_path(topic, partition)
-        place = Place(topic, partition, path)
-        try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise place.corrupt(
-                end, 0, f"the segment is missing ({bound} bytes committed)"
-            ) from None
-        with handle:
-            on_disk = os.fstat(handle.fileno()).st_size
-            if on_disk < bound:
-                raise place.corrupt(
-                    end, on_disk, f"the segment has {on_disk} bytes but {bound} were committed"
-                )
-            index = Index(path.with_suffix(".index"))
-            index.truncate_to(end, bound)
-            if from_time is None:
-                offset, position = index.seek_offset(from_offset)
-            else:
-                offset, position = index.seek_time(from_time)
-            if position:
-                header = header_at(handle, position, bound)
-                if header is None or header.base != offset:
-                    logger.warning(
-                        "cdb: the index of %s/%d is damaged; reading without it", topic, partition
-                    )
-                    offset, position = 0, 0
+        place = Place(topic, partition, self._segment_path(topic, partition))
+        with open_committed(place, end, bound) as handle:
+            offset, position = reading_start(handle, place, end, bound, from_offset, from_time)
             while position < bound:
-                header = header_at(handle, position, bound)
-                if header is None:
-                    raise place.corrupt(offset, position, "no valid batch header")
-                if header.base != offset:
-                    raise place.corrupt(
-                        offset, position, f"the batch there starts at offset {header.base}"
-                    )
+                header = committed_header(handle, place, offset, position, bound)
                 batch_end = header.base + header.count
-                if position + header.size > bound:
-                    raise place.corrupt(offset, position, "a batch runs past the committed end")
                 if batch_end <= from_offset or (
                     from_time is not None and header.max_ts < from_time
                 ):
@@ -489,16 +458,7 @@ class EmbeddedLog:
                     continue
                 if to_offset is not None and header.base >= to_offset:
                     return
-                payload = handle.read(header.length)
-                if verify and zlib.crc32(payload) != header.crc:
-                    raise place.corrupt(offset, position, "the batch's checksum does not match")
-                lines = payload.split(b"\n")
-                if lines.pop() != b"" or len(lines) != header.count:
-                    raise place.corrupt(
-                        offset,
-                        position,
-                        f"the batch holds {len(lines)} records, not {header.count}",
-                    )
+                lines = batch_lines(handle, place, header, position, verify)
                 first = max(from_offset, header.base)
                 stop = batch_end if to_offset is None else min(batch_end, to_offset)
                 if first > header.base or stop < batch_end:

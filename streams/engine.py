@@ -106,41 +106,50 @@ class EngineProcessor:
                 self._waiting.setdefault(run_id, []).append(value)
                 return []
             raise EngineError(f"market data for run {run_id!r} before its run_metadata")
-        pipeline = engine.pipeline
         kind = payload.get("type")
         if kind == "market_data":
-            sequence = int(payload.get("sequence", -1))
-            if sequence < pipeline.candles:
-                return []  # redelivered: already processed
-            if sequence > pipeline.candles:
-                raise EngineError(
-                    f"run {run_id}: candle {pipeline.candles} is missing (got {sequence})"
-                )
-            try:
-                event = MarketDataEvent.model_validate(payload)
-            except ValueError as exc:
-                raise EngineError(f"run {run_id}: invalid candle {sequence}: {exc}") from None
-            step = self._interval_ms.get(event.interval)
-            if step is None:
-                step = self._interval_ms[event.interval] = interval_ms(event.interval)
-            events = pipeline.on_candle(candle_of(event, step))
-            if at is not None and pipeline.candles % self._every == 0:
-                # Where the run's next candle is: no earlier than after this one.
-                engine.snapshot(at[0], at[1] + 1)
-            return events
+            return self._candle(engine, payload, at)
         if kind == "market_data_completed":
-            try:
-                marker = decode(value)
-            except DecodeError as exc:
-                raise EngineError(f"run {run_id}: invalid end of input: {exc}") from None
-            assert isinstance(marker, MarketDataCompleted)
-            if marker.candles != pipeline.candles:
-                raise EngineError(
-                    f"run {run_id}: input ended after {marker.candles} candles but "
-                    f"{pipeline.candles} arrived"
-                )
-            final = engine.finish(marker.dead_letters)
-            del self._runs[run_id]
-            self.finished.add(run_id)
-            return final
+            return self._end(engine, value)
         raise EngineError(f"unexpected {kind!r} record in market_data")
+
+    def _candle(
+        self, engine: RunEngine, payload: dict[str, Any], at: tuple[int, int] | None
+    ) -> list[Event]:
+        pipeline, run_id = engine.pipeline, engine.run_id
+        sequence = int(payload.get("sequence", -1))
+        if sequence < pipeline.candles:
+            return []  # redelivered: already processed
+        if sequence > pipeline.candles:
+            raise EngineError(
+                f"run {run_id}: candle {pipeline.candles} is missing (got {sequence})"
+            )
+        try:
+            event = MarketDataEvent.model_validate(payload)
+        except ValueError as exc:
+            raise EngineError(f"run {run_id}: invalid candle {sequence}: {exc}") from None
+        step = self._interval_ms.get(event.interval)
+        if step is None:
+            step = self._interval_ms[event.interval] = interval_ms(event.interval)
+        events = pipeline.on_candle(candle_of(event, step))
+        if at is not None and pipeline.candles % self._every == 0:
+            # Where the run's next candle is: no earlier than after this one.
+            engine.snapshot(at[0], at[1] + 1)
+        return events
+
+    def _end(self, engine: RunEngine, value: bytes) -> list[Event]:
+        pipeline, run_id = engine.pipeline, engine.run_id
+        try:
+            marker = decode(value)
+        except DecodeError as exc:
+            raise EngineError(f"run {run_id}: invalid end of input: {exc}") from None
+        assert isinstance(marker, MarketDataCompleted)
+        if marker.candles != pipeline.candles:
+            raise EngineError(
+                f"run {run_id}: input ended after {marker.candles} candles but "
+                f"{pipeline.candles} arrived"
+            )
+        final = engine.finish(marker.dead_letters)
+        del self._runs[run_id]
+        self.finished.add(run_id)
+        return final

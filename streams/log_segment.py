@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
 import os
 import zlib
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import IO
 
 from streams.log_commit import Committed, fsync_directory
 from streams.log_port import CorruptLog
+
+logger = logging.getLogger("cdb.log")
 
 SEGMENT_NAME = "00000000000000000000"
 INDEX_INTERVAL = 4096
@@ -378,3 +381,80 @@ def rebuild_index(index: Index, scan: SegmentScan) -> None:
             index.max_ts_before.append(max_before)
             next_entry = base + INDEX_INTERVAL
     index.path.write_bytes(index.lines())
+
+
+# -- reading committed batches ------------------------------------------------------------
+
+
+def open_committed(place: Place, end: int, bound: int) -> IO[bytes]:
+    """The segment, open for reading, if it holds at least the ``bound`` committed bytes."""
+    try:
+        handle = open(place.path, "rb")  # noqa: SIM115 - the caller closes it
+    except FileNotFoundError:
+        raise place.corrupt(end, 0, f"the segment is missing ({bound} bytes committed)") from None
+    on_disk = os.fstat(handle.fileno()).st_size
+    if on_disk < bound:
+        handle.close()
+        raise place.corrupt(
+            end, on_disk, f"the segment has {on_disk} bytes but {bound} were committed"
+        )
+    return handle
+
+
+def reading_start(
+    handle: IO[bytes],
+    place: Place,
+    end: int,
+    bound: int,
+    from_offset: int,
+    from_time: int | None,
+) -> tuple[int, int]:
+    """(offset, byte position) of the batch a read starts from: the index's entry for
+    ``from_offset`` (or for ``from_time``), or the segment's start if the entry does not
+    point at the batch it names (a damaged index is read around, never trusted)."""
+    index = Index(place.path.with_suffix(".index"))
+    index.truncate_to(end, bound)
+    if from_time is None:
+        offset, position = index.seek_offset(from_offset)
+    else:
+        offset, position = index.seek_time(from_time)
+    if position:
+        header = header_at(handle, position, bound)
+        if header is None or header.base != offset:
+            logger.warning(
+                "cdb: the index of %s/%d is damaged; reading without it",
+                place.topic,
+                place.partition,
+            )
+            return 0, 0
+    return offset, position
+
+
+def committed_header(
+    handle: IO[bytes], place: Place, offset: int, position: int, bound: int
+) -> BatchHeader:
+    """The header of the committed batch that must be at ``position``, with ``offset``."""
+    header = header_at(handle, position, bound)
+    if header is None:
+        raise place.corrupt(offset, position, "no valid batch header")
+    if header.base != offset:
+        raise place.corrupt(offset, position, f"the batch there starts at offset {header.base}")
+    if position + header.size > bound:
+        raise place.corrupt(offset, position, "a batch runs past the committed end")
+    return header
+
+
+def batch_lines(
+    handle: IO[bytes], place: Place, header: BatchHeader, position: int, verify: bool
+) -> list[bytes]:
+    """The batch's records (``timestamp TAB value`` lines), read right after its header
+    and checked whole: its CRC (with ``verify``) and its record count."""
+    payload = handle.read(header.length)
+    if verify and zlib.crc32(payload) != header.crc:
+        raise place.corrupt(header.base, position, "the batch's checksum does not match")
+    lines = payload.split(b"\n")
+    if lines.pop() != b"" or len(lines) != header.count:
+        raise place.corrupt(
+            header.base, position, f"the batch holds {len(lines)} records, not {header.count}"
+        )
+    return lines

@@ -200,7 +200,7 @@ class MockCandleSource:
     def _rng_seed(self) -> int:
         return int.from_bytes(hashlib.sha256(_canonical([self.seed, self.symbol])).digest())
 
-    def candles(
+    def candles(  # noqa: PLR0915 - the sampling loop is unrolled, its state in locals
         self,
         on_dead_letter: DeadLetterSink,
         on_progress: Callable[[int], None] | None = None,

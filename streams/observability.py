@@ -167,6 +167,48 @@ class Health:
 # -- metrics ------------------------------------------------------------------------------------
 
 
+class _Tally:
+    """What one call of ``Metrics.events_out`` counted, before it touches a metric."""
+
+    __slots__ = (
+        "alerts",
+        "by_topic",
+        "candles",
+        "dead_letters",
+        "decisions",
+        "latest_ms",
+        "portfolio",
+    )
+
+    def __init__(self) -> None:
+        self.by_topic: dict[str, int] = {}
+        self.candles: dict[str, int] = {}
+        self.latest_ms: dict[str, int] = {}
+        self.decisions: dict[tuple[str, str], int] = {}
+        self.alerts: dict[str, int] = {}
+        self.portfolio: dict[str, tuple[float, float]] = {}
+        self.dead_letters = 0
+
+    def add(self, event: Any) -> None:
+        kind = event.type
+        topic = topics.TOPIC_OF_EVENT.get(kind, UNKNOWN_TOPIC)
+        self.by_topic[topic] = self.by_topic.get(topic, 0) + 1
+        if kind == "market_data":
+            run_id, timestamp = event.run_id, event.timestamp
+            self.candles[run_id] = self.candles.get(run_id, 0) + 1
+            if timestamp > self.latest_ms.get(run_id, timestamp - 1):
+                self.latest_ms[run_id] = timestamp
+        elif kind == "portfolio_snapshot":
+            self.portfolio[event.run_id] = (event.equity, event.drawdown_pct)
+        elif kind == "risk_decision":
+            key = ("approved" if event.approved else "rejected", event.reason_code)
+            self.decisions[key] = self.decisions.get(key, 0) + 1
+        elif kind == "alert":
+            self.alerts[event.level] = self.alerts.get(event.level, 0) + 1
+        elif kind == "dead_letter":
+            self.dead_letters += 1
+
+
 class Metrics:
     """The ``cdb_`` metric families of one process, in ``registry`` (a new one by default).
 
@@ -251,45 +293,26 @@ class Metrics:
         """Count ``events`` (models or views) by topic, and update the families their
         payloads feed: risk decisions, alerts, equity and drawdown (portfolio snapshots),
         dead letters, candles and the latest candle's time (market_data events)."""
-        by_topic: dict[str, int] = {}
-        candles: dict[str, int] = {}
-        latest_ms: dict[str, int] = {}
-        decisions: dict[tuple[str, str], int] = {}
-        alerts: dict[str, int] = {}
-        portfolio: dict[str, tuple[float, float]] = {}
-        dead_letters = 0
-        topic_of = topics.TOPIC_OF_EVENT
+        tally = _Tally()
+        add = tally.add
         for event in cast(Iterable[Any], events):
-            kind = event.type
-            topic = topic_of.get(kind, UNKNOWN_TOPIC)
-            by_topic[topic] = by_topic.get(topic, 0) + 1
-            if kind == "market_data":
-                run_id = event.run_id
-                candles[run_id] = candles.get(run_id, 0) + 1
-                timestamp = event.timestamp
-                if timestamp > latest_ms.get(run_id, timestamp - 1):
-                    latest_ms[run_id] = timestamp
-            elif kind == "portfolio_snapshot":
-                portfolio[event.run_id] = (event.equity, event.drawdown_pct)
-            elif kind == "risk_decision":
-                key = ("approved" if event.approved else "rejected", event.reason_code)
-                decisions[key] = decisions.get(key, 0) + 1
-            elif kind == "alert":
-                alerts[event.level] = alerts.get(event.level, 0) + 1
-            elif kind == "dead_letter":
-                dead_letters += 1
-
-        for topic, n in by_topic.items():
+            add(event)
+        for topic, n in tally.by_topic.items():
             child = self._out_by_topic.get(topic)
             if child is None:
                 child = self._out_by_topic.setdefault(topic, self._events_out.labels(topic=topic))
             child.inc(n)
-        for run_id, n in candles.items():
-            self._count_candles(run_id, n, latest_ms[run_id])
-        for run_id, (equity, drawdown) in portfolio.items():
+        for run_id, n in tally.candles.items():
+            self._count_candles(run_id, n, tally.latest_ms[run_id])
+        for run_id, (equity, drawdown) in tally.portfolio.items():
             self._run(self._equity, run_id).set(equity)
             self._run(self._drawdown, run_id).set(drawdown)
-        for key, n in decisions.items():
+        self._count_decisions_and_alerts(tally)
+        if tally.dead_letters:
+            self._dead_letters.inc(tally.dead_letters)
+
+    def _count_decisions_and_alerts(self, tally: _Tally) -> None:
+        for key, n in tally.decisions.items():
             counter = self._decision_children.get(key)
             if counter is None:
                 decision, reason = key
@@ -297,13 +320,11 @@ class Metrics:
                     key, self._risk_decisions.labels(decision=decision, reason=reason)
                 )
             counter.inc(n)
-        for level, n in alerts.items():
+        for level, n in tally.alerts.items():
             counter = self._alert_children.get(level)
             if counter is None:
                 counter = self._alert_children.setdefault(level, self._alerts.labels(level=level))
             counter.inc(n)
-        if dead_letters:
-            self._dead_letters.inc(dead_letters)
 
     def candles_published(self, run_id: str, candles: Sequence[Bar]) -> None:
         """``candles`` of ``run_id`` processed without passing through ``events_out`` as

@@ -323,6 +323,94 @@ def _candle_of(signal: StrategySignal) -> int:
 REPLAY_BATCH = 4096
 
 
+class _Folding:
+    """A replay's fold of the run's candles: how far it got, and why it stopped."""
+
+    def __init__(self, state: _State, stop_after: int | None) -> None:
+        self._state = state
+        self._stop_after = stop_after
+        self._on_candle = state.pipeline.on_candle
+        self.candles = 0
+        self.ended = False  # the run's end marker was folded: the replay ended as it did
+        self.stopped = False  # a signals replay went past its range with nothing pending
+        self.last_candle_ts: int | None = None
+        self.boundary_ts: int | None = None  # after the candle that fills the last orders
+
+    def fold(self, offsets: list[int], decoded: list[Any]) -> tuple[list[Event], int]:
+        """Fold one batch of the run's records; the events, and how many were candles
+        folded (the batch's first ones)."""
+        if self._stop_after is None and _all_candles(decoded):
+            # The common case, kept lean: every record a candle, folded as decoded.
+            events: list[Event] = []
+            for out in map(self._on_candle, decoded):
+                if out:
+                    events.extend(out)
+            self.candles += len(decoded)
+            self.last_candle_ts = decoded[-1].timestamp
+            return events, len(decoded)
+        return self._fold_records(offsets, decoded)
+
+    def _fold_records(self, offsets: list[int], decoded: list[Any]) -> tuple[list[Event], int]:
+        events: list[Event] = []
+        taken = 0
+        stop_after, pipeline = self._stop_after, self._state.pipeline
+        for offset, event in zip(offsets, decoded, strict=True):
+            if event.type == "market_data_completed":
+                events.extend(self._state.engine.finish(event.dead_letters))
+                self.ended = True
+                break
+            if event.type != "market_data":
+                raise ReplayError(f"market_data offset {offset} holds a {event.type}")
+            if (
+                stop_after is not None
+                and event.sequence > stop_after + 1
+                and not pipeline.has_pending_orders
+            ):
+                self.stopped = True
+                break
+            events.extend(self._on_candle(event))
+            self.candles += 1
+            taken += 1
+            self.last_candle_ts = event.timestamp
+            if stop_after is not None and event.sequence == stop_after + 1:
+                # The candle that fills the range's last orders: its events are compared
+                # whatever the rules (a fill the replay does not make is a trade removed).
+                self.boundary_ts = event.timestamp + 1
+        return events, taken
+
+
+class _CandleCopies:
+    """Where a replay's copies of the candles go: encoded and appended by a second
+    process where the log and the platform allow (as a backtest's candles are), else
+    from this one."""
+
+    def __init__(
+        self, log: EventLog, writer: RunWriter, original: str, new_run: str, first: int
+    ) -> None:
+        self._writer = writer
+        self._original = original
+        self._as_new_run = relabeller(original, new_run)
+        self._publisher: MarketDataPublisher | None = None
+        if isinstance(log, SharedWriting) and can_fork():
+            self._publisher = MarketDataPublisher(log, new_run, first_sequence=first)
+
+    def write(self, stamps: list[int], values: list[bytes]) -> None:
+        if self._publisher is not None:
+            self._publisher.publish_copies(stamps, values, self._original)
+        elif values:
+            copies = self._as_new_run(b"\n".join(values)).split(b"\n")
+            self._writer.market_data_records(list(zip(stamps, copies, strict=True)))
+
+    def finish(self) -> None:
+        if self._publisher is not None:
+            self._publisher.finish(trailer=[])
+            self._publisher = None
+
+    def abort(self) -> None:
+        if self._publisher is not None:
+            self._publisher.abort()
+
+
 def _replay(
     log: EventLog,
     state: _State,
@@ -355,75 +443,28 @@ def _replay(
         opening = [(e, encode(e)) for e in _relabel(state.begin_events, original, new_run)]
         writer.publish_encoded(opening)
         comparer.add_all(opening)
-    # The candle copies are encoded and appended by a second process where one can be
-    # forked (as a backtest's candles are); the replay's events are written here.
-    publisher = None
-    if isinstance(log, SharedWriting) and can_fork():
-        publisher = MarketDataPublisher(log, new_run, first_sequence=first_candle)
-    candles = 0
-    ended = stopped = False
-    last_candle_ts: int | None = None
-    boundary_ts: int | None = None
-    batches = _run_batches(log, partition, offsets.start, offsets.stop, original)
-    on_candle = pipeline.on_candle
-    as_new_run = relabeller(original, new_run)
+    folding = _Folding(state, stop_after)
+    copies = _CandleCopies(log, writer, original, new_run, first_candle)
     try:
-        for record_offsets, values, decoded in batches:
-            events: list[Event] = []
-            if stop_after is None and _all_candles(decoded):
-                # The common case, kept lean: every record a candle, folded as decoded.
-                for out in map(on_candle, decoded):
-                    if out:
-                        events.extend(out)
-                taken = len(decoded)
-                candles += taken
-                last_candle_ts = decoded[-1].timestamp
-            else:
-                taken = 0
-                for offset, event in zip(record_offsets, decoded, strict=True):
-                    if event.type == "market_data":
-                        if (
-                            stop_after is not None
-                            and event.sequence > stop_after + 1
-                            and not pipeline.has_pending_orders
-                        ):
-                            stopped = True
-                            break
-                        events.extend(on_candle(event))
-                        candles += 1
-                        taken += 1
-                        last_candle_ts = event.timestamp
-                        if stop_after is not None and event.sequence == stop_after + 1:
-                            # The candle that fills the range's last orders: its events are
-                            # compared whatever the rules (a fill the replay does not make is
-                            # a trade removed).
-                            boundary_ts = event.timestamp + 1
-                    elif event.type == "market_data_completed":
-                        events.extend(state.engine.finish(event.dead_letters))
-                        ended = True
-                        break
-                    else:
-                        raise ReplayError(f"market_data offset {offset} holds a {event.type}")
+        for record_offsets, values, decoded in _run_batches(
+            log, partition, offsets.start, offsets.stop, original
+        ):
+            events, taken = folding.fold(record_offsets, decoded)
             # The copies are the original candles' bytes under the replay's run id: the
             # very records a backtest of these candles under that id would write.
-            stamps = [event.timestamp for event in decoded[:taken]]
-            if publisher is not None:
-                publisher.publish_copies(stamps, values[:taken], original)
-            elif taken:
-                copies = as_new_run(b"\n".join(values[:taken])).split(b"\n")
-                writer.market_data_records(list(zip(stamps, copies, strict=True)))
+            copies.write([event.timestamp for event in decoded[:taken]], values[:taken])
             encoded = [(event, encode(event)) for event in events]
             writer.publish_encoded(encoded)
             writer.flush_if_large()
             comparer.add_all(encoded)
-            if ended or stopped:
+            if folding.ended or folding.stopped:
                 break
-        if publisher is not None:
-            publisher.finish(trailer=[])
-            publisher = None
-    finally:
-        if publisher is not None:
-            publisher.abort()
+        copies.finish()
+    except BaseException:
+        copies.abort()
+        raise
+    ended, candles = folding.ended, folding.candles
+    boundary_ts, last_candle_ts = folding.boundary_ts, folding.last_candle_ts
     until = None if ended else boundary_ts or last_candle_ts
     comparison = comparer.result(until)
     if not ended:

@@ -30,7 +30,7 @@ import logging
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka.abc import ConsumerRebalanceListener
@@ -44,6 +44,9 @@ from streams.engine import EngineProcessor, OutputFilter
 from streams.kafka_log import KafkaLog, send_in_batches
 from streams.observability import Health, Metrics
 from streams.snapshots import SNAPSHOT_EVERY, SnapshotStore
+
+if TYPE_CHECKING:
+    import faust
 
 GROUP_ID = "claire-de-binare-engine"
 # The batch intake is its own consumer group: faust's group protocol and a plain
@@ -304,7 +307,6 @@ def build_app(
     the batch intake on a small machine (see docs/performance.md).
     """
     import faust
-    from mode import Service
 
     if intake not in INTAKES:
         raise ValueError(f"unknown intake {intake!r} (expected one of {', '.join(INTAKES)})")
@@ -334,100 +336,116 @@ def build_app(
         await state.start(bootstrap)
 
     if intake == "agent":
-        source = app.topic(
-            topics.RUNS, topics.MARKET_DATA, value_serializer="raw", key_serializer="raw"
-        )
-
-        @app.on_partitions_assigned.connect
-        async def announce(_app: Any, /, *args: Any, signal: Any, **_kwargs: Any) -> None:
-            state.assigned(len(args[0]))  # faust sends the assigned partitions
-
-        @app.agent(source)
-        async def engine(stream: Any) -> None:
-            await state.ready.wait()
-            async for values in stream.take(BATCH, within=0.05):
-                # A stop (SIGTERM) waits for the batch in flight to be written, not half of it.
-                await asyncio.shield(state.process(values))
-
+        _agent_intake(app, state)
     else:
-        # faust's own consumer has nothing to subscribe to; the app's producer, tasks and
-        # services still start, and the intake below is the group's member.
-        app.producer_only = True
-
-        @app.service
-        class BatchIntake(Service):
-            """Polls ``runs`` and ``market_data`` in batches as the consumer group's member."""
-
-            consumer: Any = None
-            done: asyncio.Event
-
-            async def on_start(self) -> None:
-                self.done = asyncio.Event()
-
-            async def on_stop(self) -> None:
-                # The loop sees the stop between batches: the batch in flight is written
-                # and its offsets committed before the consumer leaves the group.
-                if self.consumer is not None:
-                    try:
-                        await asyncio.wait_for(self.done.wait(), 60)
-                    finally:
-                        await self.consumer.stop()
-                if state.publisher is not None:
-                    await state.publisher.stop()
-
-            @Service.task
-            async def consume(self) -> None:
-                from aiokafka import AIOKafkaConsumer
-
-                await state.ready.wait()
-                if self.should_stop:
-                    return
-                self.consumer = AIOKafkaConsumer(
-                    bootstrap_servers=bootstrap,
-                    group_id=BATCH_GROUP_ID,
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    fetch_max_wait_ms=20,
-                    max_partition_fetch_bytes=8 << 20,
-                    session_timeout_ms=6000,
-                    heartbeat_interval_ms=1000,
-                    rebalance_timeout_ms=6000,
-                )
-                await self.consumer.start()
-                self.consumer.subscribe(
-                    [topics.RUNS, topics.MARKET_DATA], listener=_AnnounceAssignment(state)
-                )
-                try:
-                    while not self.should_stop:
-                        polled = await self.consumer.getmany(timeout_ms=200, max_records=BATCH)
-                        if polled:
-                            await asyncio.shield(self._process(polled))
-                finally:
-                    self.done.set()
-
-            async def _process(self, polled: dict[Any, list[Any]]) -> None:
-                # Run metadata first, so a run's candles polled with it need not wait.
-                ordered = sorted(polled, key=lambda tp: tp.topic != topics.RUNS)
-                await state.process_at(
-                    (m.value, (tp.partition, m.offset) if tp.topic == topics.MARKET_DATA else None)
-                    for tp in ordered
-                    for m in polled[tp]
-                )
-                if state.metrics is not None:
-                    for tp in polled:
-                        end = self.consumer.highwater(tp)
-                        if end is not None:
-                            behind = end - polled[tp][-1].offset - 1
-                            state.metrics.lag(tp.topic, tp.partition, behind)
-                try:
-                    await self.consumer.commit({tp: polled[tp][-1].offset + 1 for tp in polled})
-                except CommitFailedError as exc:
-                    # The group rebalanced while the batch was processed. Its output is
-                    # written; the partitions' new owner reads these records again (with
-                    # one worker that is this one, whose engine skips them by sequence).
-                    log.warning("offsets not committed after a rebalance: %s", exc)
-
+        _batch_intake(app, state, bootstrap)
     return app
+
+
+def _agent_intake(app: faust.App, state: EngineState) -> None:
+    """The intake as a faust agent over ``runs`` and ``market_data``."""
+    source = app.topic(
+        topics.RUNS, topics.MARKET_DATA, value_serializer="raw", key_serializer="raw"
+    )
+
+    @app.on_partitions_assigned.connect
+    async def announce(_app: Any, /, *args: Any, signal: Any, **_kwargs: Any) -> None:
+        state.assigned(len(args[0]))  # faust sends the assigned partitions
+
+    @app.agent(source)
+    async def engine(stream: Any) -> None:
+        await state.ready.wait()
+        async for values in stream.take(BATCH, within=0.05):
+            # A stop (SIGTERM) waits for the batch in flight to be written, not half of it.
+            await asyncio.shield(state.process(values))
+
+
+def _batch_intake(app: faust.App, state: EngineState, bootstrap: str) -> None:
+    """The intake as a consumer of the app's own, polling whole batches: faust's consumer
+    has nothing to subscribe to; the app's producer, tasks and services still start, and
+    this is the group's member."""
+    from mode import Service
+
+    app.producer_only = True
+
+    @app.service
+    class BatchIntake(Service):
+        """Polls ``runs`` and ``market_data`` in batches as the consumer group's member."""
+
+        consumer: Any = None
+        done: asyncio.Event
+
+        async def on_start(self) -> None:
+            self.done = asyncio.Event()
+
+        async def on_stop(self) -> None:
+            # The loop sees the stop between batches: the batch in flight is written
+            # and its offsets committed before the consumer leaves the group.
+            if self.consumer is not None:
+                try:
+                    await asyncio.wait_for(self.done.wait(), 60)
+                finally:
+                    await self.consumer.stop()
+            if state.publisher is not None:
+                await state.publisher.stop()
+
+        @Service.task
+        async def consume(self) -> None:
+            await state.ready.wait()
+            if self.should_stop:
+                return
+            self.consumer = await _batch_consumer(bootstrap, state)
+            try:
+                while not self.should_stop:
+                    polled = await self.consumer.getmany(timeout_ms=200, max_records=BATCH)
+                    if polled:
+                        await asyncio.shield(_process_polled(state, self.consumer, polled))
+            finally:
+                self.done.set()
+
+
+async def _batch_consumer(bootstrap: str, state: EngineState) -> Any:
+    """The batch intake's consumer, started and subscribed as its group's member."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=BATCH_GROUP_ID,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+        max_partition_fetch_bytes=8 << 20,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        rebalance_timeout_ms=6000,
+    )
+    await consumer.start()
+    consumer.subscribe([topics.RUNS, topics.MARKET_DATA], listener=_AnnounceAssignment(state))
+    return consumer
+
+
+async def _process_polled(state: EngineState, consumer: Any, polled: dict[Any, list[Any]]) -> None:
+    """One poll's records through the engine, their output acknowledged, then their
+    offsets committed."""
+    # Run metadata first, so a run's candles polled with it need not wait.
+    ordered = sorted(polled, key=lambda tp: tp.topic != topics.RUNS)
+    await state.process_at(
+        (m.value, (tp.partition, m.offset) if tp.topic == topics.MARKET_DATA else None)
+        for tp in ordered
+        for m in polled[tp]
+    )
+    if state.metrics is not None:
+        for tp in polled:
+            end = consumer.highwater(tp)
+            if end is not None:
+                state.metrics.lag(tp.topic, tp.partition, end - polled[tp][-1].offset - 1)
+    try:
+        await consumer.commit({tp: polled[tp][-1].offset + 1 for tp in polled})
+    except CommitFailedError as exc:
+        # The group rebalanced while the batch was processed. Its output is written; the
+        # partitions' new owner reads these records again (with one worker that is this
+        # one, whose engine skips them by sequence).
+        log.warning("offsets not committed after a rebalance: %s", exc)
 
 
 def run_worker(
