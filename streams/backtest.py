@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from importlib import metadata
 
 from domain.events import (
     BacktestRunMetadata,
@@ -22,6 +21,7 @@ from domain.strategies import strategy_params
 from runtime.collector import collector_paused
 from streams import topics
 from streams.broker_backtest import run_through_broker
+from streams.code_identity import code_version as deciding_code_version
 from streams.csv_source import CandleSource, merged_candles
 from streams.log_port import EventLog, SharedWriting
 from streams.market_data_publisher import MarketDataPublisher, MarketDataSink, can_fork
@@ -59,10 +59,8 @@ _RUN_ID = re.compile(r"[A-Za-z0-9._:\-]{1,120}")
 
 
 def code_version() -> str:
-    try:
-        return f"claire-de-binare {metadata.version('claire-de-binare')}"
-    except metadata.PackageNotFoundError:
-        return "claire-de-binare (not installed)"
+    """The version of the code that decides (see ``streams.code_identity``)."""
+    return deciding_code_version()
 
 
 def existing_run_ids(log: EventLog) -> set[str]:
