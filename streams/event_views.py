@@ -24,7 +24,7 @@ import annotated_types
 import msgspec
 from pydantic.fields import FieldInfo
 
-from domain.events import EVENT_TYPES, SCHEMA_VERSION, Event
+from domain.events import EVENT_TYPES, Event
 from domain.events.market import cached_interval_ms
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -73,9 +73,10 @@ def _field(name: str, info: FieldInfo) -> tuple[str, Any, Any] | None:
     if bounds:
         annotation = _bounded(annotation, msgspec.Meta(**bounds))
     if name == "schema_version":
-        # A view is of the current version only: an older event goes to its model, which
-        # upcasts it. Checked while decoding, so a batch needs no second pass.
-        annotation = Literal[SCHEMA_VERSION]
+        # A view is of its type's current version only (the field's default): an older
+        # event goes to its model, which upcasts it. Checked while decoding, so a batch
+        # needs no second pass.
+        annotation = Literal[info.default]
     default = msgspec.NODEFAULT if info.is_required() else info.default
     return name, annotation, default
 

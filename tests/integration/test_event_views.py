@@ -148,3 +148,21 @@ def test_a_stored_v1_log_reads_through_the_views_as_through_the_models() -> None
     views = decode_views(wires)
     assert views is not None and len(views) == len(WITH_VIEWS)
     assert [fields_of(v) for v in views] == [fields_of(decode(w)) for w in wires]
+
+
+def test_a_view_takes_its_own_types_version_and_no_other() -> None:
+    # A type at version 2 while the others stay at 1: its view must accept 2 (and leave
+    # 1 to the model, which upcasts it), not whatever version the other types are at.
+    from pydantic import create_model
+
+    from domain.events import StrategySignal
+    from streams.event_views import view_of
+
+    signal_v2 = create_model("StrategySignalV2", __base__=StrategySignal, schema_version=(int, 2))
+    view = view_of(signal_v2)
+    assert view is not None
+    payload = orjson.loads(encode(sample_events()["signal"]))
+    as_v2 = orjson.dumps({**payload, "schema_version": 2})
+    assert msgspec.json.decode(as_v2, type=view).schema_version == 2
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(orjson.dumps({**payload, "schema_version": 1}), type=view)
