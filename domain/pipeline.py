@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Self
 
 from domain.events import (
     BacktestRunMetadata,
@@ -42,7 +42,7 @@ from domain.events import (
     interval_ms,
 )
 from domain.events.risk import TradingState
-from domain.execution import CostModel, fill_at_next_open, order_id_for
+from domain.execution import CostModel, order_id_for
 from domain.intensity import REASON_START, REASON_TRADES_WINDOW, IntensityTracker
 from domain.pipeline_state import (
     EngineStateError,
@@ -57,6 +57,7 @@ from domain.risk.config import with_intensity
 from domain.risk.guard import TradingGuard
 from domain.run_config import BacktestConfig
 from domain.statistics import PerformanceTracker
+from domain.steps import execute_order, expire_order, signal_event
 from domain.strategies import Strategy, strategy_factory, strategy_params
 
 DAY_MS = 86_400_000
@@ -266,7 +267,7 @@ class PaperTradingPipeline:
     # -- lifecycle --------------------------------------------------------------------------
 
     @classmethod
-    def from_metadata(cls, metadata: BacktestRunMetadata) -> PaperTradingPipeline:
+    def from_metadata(cls, metadata: BacktestRunMetadata) -> Self:
         """The pipeline a run's metadata describes: the log alone is enough to rebuild it."""
         config = BacktestConfig.model_validate(metadata.config)
         params = strategy_params(config.strategy_id, config.strategy_params)
@@ -341,12 +342,10 @@ class PaperTradingPipeline:
             if self._day is not None:
                 out.append(self._snapshot(ts, self.market_data_id(number)))
             self._day = day
-        strategy = self._strategies.get(symbol)
-        if strategy is None:
-            strategy = self._strategies[symbol] = self._strategy_factory()
-        intent = strategy.on_candle(candle)
-        if intent is not None:
-            self._decide(candle, intent.direction, intent.reason, intent.strength, number, out)
+        signal = self._signal_for(candle, number)
+        if signal is not None:
+            out.append(signal)
+            self._decide(candle, signal, out)
         self.last_timestamp = ts
         self.last_interval_ms = candle.interval_ms
         return out
@@ -360,9 +359,7 @@ class PaperTradingPipeline:
             self._bar_ts = None
         for symbol in sorted(self._pending):
             order = self._pending[symbol]
-            out.append(
-                self._order_result(order, end_ts, "REJECTED", 0.0, 0.0, 0.0, reasons.NO_NEXT_CANDLE)
-            )
+            out.append(expire_order(self._ids, order, end_ts))
             self.rejected += 1
         self._pending.clear()
         if dead_letters:
@@ -394,30 +391,26 @@ class PaperTradingPipeline:
 
     # -- stages -------------------------------------------------------------------------------
 
-    def _decide(
-        self,
-        candle: Bar,
-        direction: Any,
-        reason: str,
-        strength: float | None,
-        number: int,
-        out: list[Event],
-    ) -> None:
-        decided_at = candle.timestamp + candle.interval_ms  # the bar's close
+    def _signal_for(self, candle: Bar, number: int) -> StrategySignal | None:
+        """SE: the signal the symbol's strategy gives on ``candle`` (the run's candle
+        ``number``), if any."""
+        strategy = self._strategies.get(candle.symbol)
+        if strategy is None:
+            strategy = self._strategies[candle.symbol] = self._strategy_factory()
+        intent = strategy.on_candle(candle)
+        if intent is None:
+            return None
+        return signal_event(
+            self._ids, self.strategy_id, candle, self.market_data_id(number), intent
+        )
+
+    def _decide(self, candle: Bar, signal: StrategySignal, out: list[Event]) -> None:
+        """RE: approve, size or reject ``signal`` with the portfolio as of now; an
+        approved order waits for its symbol's next candle."""
+        decided_at = signal.timestamp
         new_event = self._ids.new_event
         symbol = candle.symbol
-        signal = new_event(
-            StrategySignal,
-            decided_at,
-            self.market_data_id(number),
-            symbol=symbol,
-            direction=direction,
-            strength=strength,
-            reason=reason,
-            strategy_id=self.strategy_id,
-            price=candle.close,
-        )
-        out.append(signal)
+        direction = signal.direction
         self.signals += 1
         side = side_for(direction)
         proposal = OrderProposal(symbol, side, candle.close)  # type: ignore[arg-type]
@@ -476,24 +469,33 @@ class PaperTradingPipeline:
         )
 
     def _fill(self, order: SimulatedOrder, candle: Bar, out: list[Event]) -> None:
+        """XS fills ``order`` at ``candle``'s open; PSM and the RE take the result."""
+        result = self._execute(order, candle)
+        out.append(result)
+        self._settle(order, result, candle, out)
+
+    def _execute(self, order: SimulatedOrder, candle: Bar) -> SimulatedTrade:
+        """XS: ``order``'s result at ``candle``'s open, with the portfolio's cash and holdings."""
         portfolio = self.portfolio
-        held = portfolio.quantity(order.symbol)
-        fill = fill_at_next_open(
-            order.side, order.quantity, candle.open, self.cost, portfolio.cash, held
-        )
-        result = self._order_result(
+        return execute_order(
+            self._ids,
             order,
             candle.timestamp,
-            fill.status,
-            fill.quantity,
-            fill.price,
-            fill.fee,
-            fill.reason,
+            candle.open,
+            self.cost,
+            portfolio.cash,
+            portfolio.quantity(order.symbol),
         )
-        out.append(result)
-        if fill.status != "FILLED":
+
+    def _settle(
+        self, order: SimulatedOrder, result: SimulatedTrade, candle: Bar, out: list[Event]
+    ) -> None:
+        """PSM folds ``order``'s result; the RE notes an exit, its drawdown and intensity."""
+        if result.status != "FILLED":
             self.rejected += 1
             return
+        portfolio = self.portfolio
+        held = portfolio.quantity(order.symbol)
         self.fills += 1
         reduces = held != 0.0 and (held > 0.0) != (order.side == "BUY")
         watch_exit = reduces and self.risk.watches_exits
@@ -502,7 +504,9 @@ class PaperTradingPipeline:
             if watch_exit or (reduces and self.intensity is not None)
             else 0.0
         )
-        pnl = portfolio.apply_fill(order.symbol, order.side, fill.quantity, fill.price, fill.fee)
+        pnl = portfolio.apply_fill(
+            order.symbol, order.side, result.filled_quantity, result.price, result.fee
+        )
         if reduces:
             self.tracker.on_closed_trade(pnl)
         position = portfolio.positions[order.symbol]
@@ -515,7 +519,7 @@ class PaperTradingPipeline:
                 quantity=position.quantity,
                 avg_entry_price=position.avg_entry_price,
                 realized_pnl=position.realized_pnl,
-                last_price=fill.price,
+                last_price=result.price,
                 order_id=order.order_id,
                 trade_realized_pnl=pnl,
             )
@@ -526,11 +530,11 @@ class PaperTradingPipeline:
         guard = self.guard
         if watch_exit:
             guard.on_exit(
-                order.symbol, candle.timestamp, pnl, entry_price, fill.price, result.event_id, out
+                order.symbol, candle.timestamp, pnl, entry_price, result.price, result.event_id, out
             )
         guard.after_fill(equity, drawdown, candle.timestamp, result.event_id, out)
         if reduces and self.intensity is not None:
-            invested = entry_price * fill.quantity
+            invested = entry_price * result.filled_quantity
             changed = self.intensity.on_closed_trade(
                 pnl, pnl / invested * 100.0 if invested > 0.0 else 0.0
             )
@@ -540,30 +544,6 @@ class PaperTradingPipeline:
                 )
                 # From the next decision on; the Risk Engine reads it in the order of the log.
                 self._use_intensity()
-
-    def _order_result(
-        self,
-        order: SimulatedOrder,
-        timestamp: int,
-        status: Any,
-        quantity: float,
-        price: float,
-        fee: float,
-        reason: str | None,
-    ) -> SimulatedTrade:
-        return self._ids.new_event(
-            SimulatedTrade,
-            timestamp,
-            order.event_id,
-            order_id=order.order_id,
-            status=status,
-            symbol=order.symbol,
-            side=order.side,
-            filled_quantity=quantity,
-            price=price,
-            fee=fee,
-            reason=reason,
-        )
 
     # -- state events -----------------------------------------------------------------------
 
