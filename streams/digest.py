@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Iterable
 
 from streams.log_port import EventLog
+from streams.topics import INTERNAL_TOPICS
 
 
 class TopicDigest:
@@ -48,7 +49,13 @@ def log_digest(
     log: EventLog, run_id: str | None = None, topics: Iterable[str] | None = None
 ) -> str:
     """Digest of the whole log, or of one run's events (records keyed by ``run_id``)."""
-    wanted = sorted(topics) if topics is not None else log.topic_names()
+    # The staged topology's control records are its hand-off, not events: a staged run
+    # and a fused one hold the same events and give the same digest.
+    wanted = (
+        sorted(topics)
+        if topics is not None
+        else [t for t in log.topic_names() if t not in INTERNAL_TOPICS]
+    )
     per_topic: dict[str, TopicDigest] = {}
     for topic in wanted:
         digest = per_topic[topic] = TopicDigest()

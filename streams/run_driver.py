@@ -51,6 +51,12 @@ class OutputFilter:
     def __init__(self, written: dict[tuple[str, str], int]) -> None:
         self._written = written
 
+    def written(self, run_id: str, event_type: str, sequence: int) -> None:
+        """The log holds ``event_type``'s event ``sequence`` of ``run_id``."""
+        key = (run_id, event_type)
+        if sequence > self._written.get(key, -1):
+            self._written[key] = sequence
+
     def fresh(self, events: Iterable[Event]) -> list[Event]:
         out = []
         written = self._written

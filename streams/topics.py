@@ -14,6 +14,10 @@ ALERTS = "alerts"
 PORTFOLIO = "portfolio"
 RUNS = "runs"
 DEAD_LETTERS = "dead_letters"
+# The staged topology's hand-off between its agents (``streams.staged``): progress and
+# fill-due records, not events. No digest or read model takes it in.
+STAGE_CONTROL = "stage_control"
+INTERNAL_TOPICS: frozenset[str] = frozenset({STAGE_CONTROL})
 
 ALL_TOPICS: tuple[str, ...] = (
     MARKET_DATA,

@@ -1,0 +1,89 @@
+"""The staged topology's cores give the fused engine's events, whatever the order in which
+records reach them and whichever stage restarts mid-run (``streams.staged``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.support.staged_bus import Bus, run_inputs
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden"
+# The golden run: bad rows, closed trades, refusals of several kinds, alerts.
+GOLDEN_RUN = [
+    "--data",
+    str(GOLDEN / "golden_BTC-USD_30m.csv"),
+    "--data",
+    str(GOLDEN / "golden_ETH-USD_30m.csv"),
+    "--strategy",
+    "sma_cross",
+    "--param",
+    "fast=5",
+    "--param",
+    "slow=20",
+    "--risk-config",
+]
+
+
+@pytest.fixture(scope="module", params=["golden risk rules", "adaptive intensity"])
+def fused_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fused backtest's data directory: the golden run, under the golden risk rules or
+    the example's (which turn the adaptive intensity on)."""
+    risk = (
+        GOLDEN / "risk.toml"
+        if request.param == "golden risk rules"
+        else (ROOT / "docs" / "examples" / "risk.toml")
+    )
+    data_dir = tmp_path_factory.mktemp("fused")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cdb",
+            "--data-dir",
+            str(data_dir),
+            "backtest",
+            *GOLDEN_RUN,
+            str(risk),
+            "--no-progress",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    return data_dir / "log"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_stages_write_the_fused_engines_events_in_any_delivery_order(
+    fused_run: Path, seed: int
+) -> None:
+    inputs, fused = run_inputs(fused_run)
+    bus = Bus(inputs, seed)
+    bus.run()
+    staged = {t: v for t, v in bus.topics.items() if t not in inputs or t == "runs"}
+    staged.pop("stage_control")
+    fused["runs"] = inputs["runs"] + fused["runs"]
+    assert sorted(staged) == sorted(fused)
+    for topic, values in fused.items():
+        assert staged[topic] == values, topic
+    kinds = {orjson.loads(v)["type"] for values in fused.values() for v in values}
+    assert {"signal", "order", "order_result", "position_state", "alert"} <= kinds, kinds
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_a_stage_restarted_mid_run_writes_every_event_exactly_once(
+    fused_run: Path, seed: int
+) -> None:
+    inputs, fused = run_inputs(fused_run)
+    bus = Bus(inputs, seed)
+    assert bus.run(restarts=6) == 6  # each stage twice
+    fused["runs"] = inputs["runs"] + fused["runs"]
+    for topic, values in fused.items():
+        assert bus.topics[topic] == values, topic
