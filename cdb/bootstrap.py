@@ -309,6 +309,7 @@ _KAFKA_ONLY = {
     "feed": "cdb feed publishes for `cdb worker` on Kafka (--log kafka://HOST:PORT); on the "
     "embedded log, `cdb paper --feed ...` runs the feed and the engine in one process",
     "worker": "cdb worker runs on Kafka: give --log kafka://HOST:PORT (or $CDB_LOG)",
+    "agent": "cdb agent runs on Kafka: give --log kafka://HOST:PORT (or $CDB_LOG)",
 }
 
 
@@ -365,9 +366,9 @@ def feed_log(config: Settings) -> EventLog:
     return log
 
 
-def worker_broker(config: Settings) -> str:
-    """The broker's address for ``cdb worker``, checked to answer."""
-    require_transport(config, "worker")
+def worker_broker(config: Settings, command: str = "worker") -> str:
+    """The broker's address for ``cdb worker`` (or ``cdb agent``), checked to answer."""
+    require_transport(config, command)
     address = parse_kafka_url(config.log_url)
     with KafkaLog(address) as kafka:  # fail fast, in one line, if the broker is not there
         kafka.topic_names()
@@ -383,6 +384,11 @@ def embedded_log_dir(config: Settings, command: str) -> Path:
             "the log (use its own tools)"
         )
     return config.log_dir
+
+
+def agent_dir(config: Settings, stage: str) -> Path:
+    """Where a stage agent's faust app keeps its own files: in the data directory."""
+    return config.data_dir / "agents" / stage
 
 
 def snapshot_store(config: Settings) -> SnapshotStore:

@@ -99,7 +99,7 @@ _EXPECTED_ERRORS = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command != "worker":
+    if args.command not in ("worker", "agent"):
         # The Kafka client logs every failed connection attempt; cdb reports the outcome
         # itself, in one line.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

@@ -53,7 +53,7 @@ async def send_in_batches(
     producer: AIOKafkaProducer,
     topic: str,
     partition: int,
-    records: Sequence[tuple[bytes, bytes, int]],
+    records: Sequence[tuple[bytes, bytes, int | None]],
 ) -> list[asyncio.Future[Any]]:
     """Send (key, value, timestamp) records to one partition as whole record batches, as the
     broker stores them: one request per batch instead of one future per record. Returns

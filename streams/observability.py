@@ -260,6 +260,12 @@ class Metrics:
         self._dead_letters = Counter(
             "cdb_dead_letters_total", "Inputs that could not be used.", registry=r
         )
+        self._errors = Counter(
+            "cdb_errors_total",
+            "Failures that stopped a stage's work, by stage.",
+            ["stage"],
+            registry=r,
+        )
         self._candles = Counter(
             "cdb_candles_total",
             "Candles (market_data events) written, by run.",
@@ -350,6 +356,14 @@ class Metrics:
         if child is None:
             child = self._of_run.setdefault(key, family.labels(run_id=run_id))
         return child
+
+    def records_out(self, topic: str, n: int) -> None:
+        """``n`` records other than events (a staged agent's hand-off) written to ``topic``."""
+        if n:
+            self._events_out.labels(topic=topic).inc(n)
+
+    def error(self, stage: str) -> None:
+        self._errors.labels(stage=stage).inc()
 
     def lag(self, topic: str, partition: int, behind: int) -> None:
         """``behind`` records between a consumer's position and the end of a partition."""

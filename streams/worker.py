@@ -147,9 +147,10 @@ class OutputPublisher:
     never run ahead of the output.
     """
 
-    def __init__(self, bootstrap: str, partitions: dict[str, int]) -> None:
+    def __init__(self, bootstrap: str, partitions: dict[str, int], linger_ms: int = 5) -> None:
         self._bootstrap = bootstrap
         self._partitions = partitions
+        self._linger_ms = linger_ms
         self._producer: Any = None
 
     async def start(self) -> None:
@@ -159,23 +160,32 @@ class OutputPublisher:
             bootstrap_servers=self._bootstrap,
             acks="all",
             enable_idempotence=False,  # event ids and the output filter make resends harmless
-            linger_ms=5,
+            linger_ms=self._linger_ms,
             max_batch_size=1 << 20,
             max_request_size=8 << 20,
         )
         await self._producer.start()
 
-    async def publish(self, events: list[Event]) -> None:
-        if not events:
-            return
-        grouped: dict[tuple[str, int], list[Event]] = {}
+    async def publish(
+        self, events: list[Event], control: Iterable[tuple[str, bytes, int | None]] = ()
+    ) -> None:
+        """Write ``events`` to their topics and ``control`` records (run id, value, and
+        time or None for the time of sending) to ``stage_control``; return once the
+        broker acknowledged all of them."""
+        grouped: dict[tuple[str, int], list[tuple[bytes, bytes, int | None]]] = {}
         for event in events:
             topic = topics.TOPIC_OF_EVENT[event.type]
             partition = topics.partition_for(event.run_id, self._partitions[topic])
-            grouped.setdefault((topic, partition), []).append(event)
+            record = (event.run_id.encode(), encode(event), event.timestamp)
+            grouped.setdefault((topic, partition), []).append(record)
+        for run_id, value, timestamp in control:
+            topic = topics.STAGE_CONTROL
+            partition = topics.partition_for(run_id, self._partitions[topic])
+            grouped.setdefault((topic, partition), []).append((run_id.encode(), value, timestamp))
+        if not grouped:
+            return
         acks = []
-        for (topic, partition), group in grouped.items():
-            records = [(e.run_id.encode(), encode(e), e.timestamp) for e in group]
+        for (topic, partition), records in grouped.items():
             acks.extend(await send_in_batches(self._producer, topic, partition, records))
         await asyncio.gather(*acks)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from cdb.commands import (
+    agent,
     backtest,
     db,
     feed,
@@ -28,6 +29,7 @@ COMMANDS: dict[str, ModuleType] = {
     "project": project,
     "projections": projections,
     "worker": worker,
+    "agent": agent,
     "replay": replay,
     "paper": paper,
     "feed": feed,

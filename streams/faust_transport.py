@@ -1,0 +1,40 @@
+"""faust's Kafka transport with a short fetch wait, for agents that wait on each other.
+
+faust builds its consumer with ``fetch_max_wait_ms=1500`` and offers no setting for it.
+A broker may hold a fetch that long before it answers with records that arrived in the
+meantime; RE and XS hand records back and forth once per fill, so every hop would cost up
+to that wait. This transport is faust's own, with the wait set to ``FETCH_MAX_WAIT_MS``;
+the stage agents use it under the URL scheme ``cdb-kafka://``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.transport.drivers import TRANSPORTS
+from faust.transport.drivers import aiokafka as driver
+
+SCHEME = "cdb-kafka"
+FETCH_MAX_WAIT_MS = 10
+
+
+class _ConsumerThread(driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by the consumer when it starts its fetcher; no public way to set it.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+
+class _Consumer(driver.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class Transport(driver.Transport):
+    Consumer = _Consumer
+
+
+def register() -> None:
+    """Make ``cdb-kafka://`` name this transport (idempotent)."""
+    TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"
