@@ -52,16 +52,19 @@ from domain.events import Event
 from domain.events.market import Bar
 from streams import topics
 
-# The seed's ports, one per process:
+# The seed's ports, one per service:
 # - MARKET_DATA_PORT: the feed (market data ingestion); the all-in-one ``cdb paper``
 #   serves on it too, being the feed and everything after it in one process.
-# - SIGNAL_PORT: the engine worker (the strategy, risk and execution stages run there).
-# - RISK_PORT: ``cdb intensity``, the risk service's loop.
-# - EXECUTION_PORT: the projector (execution results into the read models).
+# - SIGNAL_PORT, RISK_PORT, EXECUTION_PORT: the stage agents (``cdb agent signal|risk|
+#   execution``); the fused worker, every stage in one process, serves on SIGNAL_PORT.
+# - PROJECTOR_PORT: the projector (the read models follow the log).
+# - INTENSITY_PORT: ``cdb intensity``, the risk service's loop into the Redis risk cache.
 MARKET_DATA_PORT = 8000
 SIGNAL_PORT = 8001
 RISK_PORT = 8002
 EXECUTION_PORT = 8003
+PROJECTOR_PORT = 8004
+INTENSITY_PORT = 8005
 
 DEFAULT_HOST = "127.0.0.1"
 

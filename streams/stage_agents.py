@@ -37,6 +37,7 @@ import orjson
 
 from streams import topics
 from streams.kafka_log import KafkaLog
+from streams.log_port import LogError
 from streams.observability import EXECUTION_PORT, RISK_PORT, SIGNAL_PORT, Health, Metrics
 from streams.staged import STAGES, StageCore
 from streams.worker import OutputPublisher
@@ -49,6 +50,8 @@ STAGE_PORTS: dict[str, int] = {
     "execution": EXECUTION_PORT,
 }
 BATCH = 4096
+# Candles a stage may hold waiting for other records before it stops taking more.
+BACKLOG = 50_000
 # How long a batch waits to fill: short, since RE and XS wait on each other's records.
 WITHIN_S = 0.002
 
@@ -58,29 +61,45 @@ def group_id(stage: str) -> str:
 
 
 def create_topics(kafka: KafkaLog) -> dict[str, int]:
-    """Every topic the topology uses, and its partitions."""
+    """Every topic the topology uses, and its partitions: the same number for all, since a
+    run's records must sit in the same partition of every topic (co-partitioned)."""
     names = (*topics.ALL_TOPICS, topics.STAGE_CONTROL)
     for name in names:
         kafka.create_topic(name)
-    return {name: kafka.partitions(name) for name in names}
+    partitions = {name: kafka.partitions(name) for name in names}
+    if len(set(partitions.values())) != 1:
+        counts = ", ".join(f"{name} {n}" for name, n in sorted(partitions.items()))
+        raise LogError(
+            f"the topics' partition counts differ ({counts}): the stage agents need the "
+            "same count on every topic, so that a run's records share a partition number"
+        )
+    return partitions
 
 
-def refold(kafka: KafkaLog, core: StageCore) -> None:
-    """What the log holds of ``core``'s output, and its input of unfinished runs, into
-    ``core`` (see the module's steps 1 and 2)."""
+def refold(kafka: KafkaLog, core: StageCore, partitions: Iterable[int]) -> None:
+    """What ``partitions`` of the log hold of ``core``'s output, and their input of
+    unfinished runs, into ``core`` (see the module's steps 1 and 2)."""
+    held = sorted(partitions)
     for topic in core.outputs:
-        for partition in range(kafka.partitions(topic)):
+        for partition in held:
             for record in kafka.read(topic, partition, verify=False):
                 head = orjson.loads(record.value)
                 if "sequence" in head:
                     core.mark_written(str(head["run_id"]), str(head["type"]), int(head["sequence"]))
     for topic in core.refold:
-        for partition in range(kafka.partitions(topic)):
+        for partition in held:
             core.take_all(r.value for r in kafka.read(topic, partition, verify=False))
 
 
 class StageRunner:
-    """One stage's core between its agent and the broker."""
+    """One stage's core between its agent and the broker.
+
+    The core holds the runs of the partitions this instance is assigned: at each
+    assignment a fresh core refolds those partitions from the log, and records of other
+    partitions (of a batch taken before a rebalance) are left to their new owner. A lock
+    keeps a batch and a reassignment apart: a revoked instance finishes writing the batch
+    in flight before the group moves on, and its successor's refold sees that output.
+    """
 
     def __init__(self, stage: str, metrics: Metrics | None, health: Health | None) -> None:
         self.stage = stage
@@ -89,34 +108,77 @@ class StageRunner:
         self.health = health
         self.ready = asyncio.Event()
         self.publisher: OutputPublisher | None = None
+        self.partitions: frozenset[int] = frozenset()
+        self._bootstrap = ""
+        self._lock = asyncio.Lock()
+        self._started = asyncio.Event()
+        # Set while the core's backlog of buffered candles is under BACKLOG.
+        self.room = asyncio.Event()
+        self.room.set()
 
     async def start(self, bootstrap: str) -> None:
+        """Connect the publisher; the refold waits for the first assignment."""
+        self._bootstrap = bootstrap
+
         def work() -> dict[str, int]:
             with KafkaLog(bootstrap) as kafka:
-                partitions = create_topics(kafka)
-                refold(kafka, self.core)
-            return partitions
+                return create_topics(kafka)
 
-        partitions = await asyncio.get_running_loop().run_in_executor(None, work)
+        counts = await asyncio.get_running_loop().run_in_executor(None, work)
         # No linger: RE and XS wait on each other's records, once per fill.
-        self.publisher = OutputPublisher(bootstrap, partitions, linger_ms=0)
+        self.publisher = OutputPublisher(bootstrap, counts, linger_ms=0)
         await self.publisher.start()
-        written = await self._publish()
         if self.health is not None:
             self.health.set("broker", True, bootstrap)
-        log.info("%s agent: refolded the log, %d records written on the way", self.stage, written)
-        self.ready.set()
+        self._started.set()
 
-    async def process(self, values: Iterable[bytes]) -> None:
-        """A batch of input records in; their output written and acknowledged."""
-        started = time.perf_counter()
-        core = self.core
-        before = core.records_in
-        core.take_all(values)
-        await self._publish()
-        if self.metrics is not None:
-            self.metrics.events_in(f"{self.stage} agent input", core.records_in - before)
-            self.metrics.latency(f"{self.stage}_batch", time.perf_counter() - started)
+    async def revoked(self) -> None:
+        """The group rebalances: the batch in flight is written before this returns."""
+        async with self._lock:
+            self.ready.clear()
+
+    async def assigned(self, partitions: frozenset[int]) -> None:
+        """This instance now holds ``partitions``: refold their unfinished runs, write what
+        no predecessor wrote, then consume."""
+        async with self._lock:
+            if partitions != self.partitions or not self.ready.is_set():
+                await self._started.wait()
+                core: StageCore = STAGES[self.stage]()
+
+                def work() -> None:
+                    with KafkaLog(self._bootstrap) as kafka:
+                        refold(kafka, core, partitions)
+
+                await asyncio.get_running_loop().run_in_executor(None, work)
+                self.core, self.partitions = core, partitions
+                written = await self._publish()
+                self.room.set()
+                log.info(
+                    "%s agent: holds partitions %s; refolded them, %d records written on the way",
+                    self.stage,
+                    sorted(partitions),
+                    written,
+                )
+            if self.health is not None:
+                self.health.set("consumer group", True, f"partitions {sorted(partitions)}")
+            self.ready.set()
+
+    async def process(self, records: Iterable[tuple[int, bytes]]) -> None:
+        """A batch of (partition, value) input records in; their output written and
+        acknowledged. Records of partitions this instance no longer holds are passed."""
+        async with self._lock:
+            started = time.perf_counter()
+            core, held = self.core, self.partitions
+            before = core.records_in
+            core.take_all(value for partition, value in records if partition in held)
+            await self._publish()
+            if core.backlog() < BACKLOG:
+                self.room.set()
+            else:
+                self.room.clear()
+            if self.metrics is not None:
+                self.metrics.events_in(f"{self.stage} agent input", core.records_in - before)
+                self.metrics.latency(f"{self.stage}_batch", time.perf_counter() - started)
 
     async def _publish(self) -> int:
         assert self.publisher is not None
@@ -143,6 +205,7 @@ def build_stage_app(
 ) -> Any:
     """The faust app of ``stage``'s agent; nothing connects until its worker starts."""
     import faust
+    import mode
 
     from streams import faust_transport
 
@@ -164,34 +227,25 @@ def build_stage_app(
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
         broker_rebalance_timeout=6.0,
+        # An agent that fails stops the process (exit code 1), never restarts past the
+        # batch it failed on: a supervisor restarts it, and the refold takes it up.
+        agent_supervisor=mode.CrashingSupervisor,
     )
-    source = app.topic(*runner.core.inputs, value_serializer="raw", key_serializer="raw")
 
     @app.task  # type: ignore[untyped-decorator]
-    async def refold_unfinished_runs() -> None:
+    async def connect_publisher() -> None:
         await runner.start(bootstrap)
 
-    @app.on_partitions_assigned.connect
-    async def announce(_app: Any, /, *args: Any, **_kwargs: Any) -> None:
-        if health is not None:
-            health.set("consumer group", True, f"{len(args[0])} partitions assigned")
+    @app.on_partitions_revoked.connect
+    async def on_revoked(_app: Any, /, *args: Any, **_kwargs: Any) -> None:
+        await runner.revoked()
 
-    @app.agent(source, name=f"{stage}-stage")
-    async def agent(stream: Any) -> None:
-        await runner.ready.wait()
-        async for events in stream.take_events(BATCH, within=WITHIN_S):
-            try:
-                # A stop waits for the batch in flight to be written, not half of it.
-                await asyncio.shield(runner.process(e.value for e in events))
-            except Exception as exc:
-                log.critical("%s agent stopped: %s", stage, exc)
-                if metrics is not None:
-                    metrics.error(stage)
-                if health is not None:
-                    health.set("stage", False, str(exc))
-                raise
-            if metrics is not None:
-                _record_lag(app, metrics, events)
+    @app.on_partitions_assigned.connect
+    async def on_assigned(_app: Any, /, *args: Any, **_kwargs: Any) -> None:
+        # faust sends the assigned topic partitions; the topics are co-partitioned.
+        await runner.assigned(frozenset(tp.partition for tp in args[0]))
+
+    _add_agents(app, runner)
 
     @app.service
     class Publisher(faust.Service):
@@ -199,6 +253,50 @@ def build_stage_app(
             await runner.stop()
 
     return app
+
+
+def _add_agents(app: Any, runner: StageRunner) -> None:
+    """The stage's faust agents over its inputs.
+
+    A stage that buffers candles while it waits for other records (RE) reads them in an
+    agent of their own, which stops taking more while the backlog is full; the records it
+    waits for keep coming through the other agent."""
+    core = runner.core
+    paced = tuple(t for t in core.inputs if t in core.paced_inputs)
+    others = tuple(t for t in core.inputs if t not in core.paced_inputs)
+    for name, inputs, is_paced in (
+        (runner.stage, others, False),
+        (f"{runner.stage}-candles", paced, True),
+    ):
+        if not inputs:
+            continue
+        source = app.topic(*inputs, value_serializer="raw", key_serializer="raw")
+
+        async def agent(stream: Any, is_paced: bool = is_paced) -> None:
+            await _consume(app, runner, stream, is_paced)
+
+        app.agent(source, name=f"{name}-stage")(agent)
+
+
+async def _consume(app: Any, runner: StageRunner, stream: Any, paced: bool) -> None:
+    await runner.ready.wait()
+    metrics, health = runner.metrics, runner.health
+    async for events in stream.take_events(BATCH, within=WITHIN_S):
+        if paced:
+            await runner.room.wait()
+        try:
+            # A stop waits for the batch in flight to be written, not half of it.
+            batch = [(e.message.partition, e.value) for e in events]
+            await asyncio.shield(runner.process(batch))
+        except Exception as exc:
+            log.critical("%s agent stopped: %s", runner.stage, exc)
+            if metrics is not None:
+                metrics.error(runner.stage)
+            if health is not None:
+                health.set("stage", False, str(exc))
+            raise
+        if metrics is not None:
+            _record_lag(app, metrics, events)
 
 
 def _record_lag(app: Any, metrics: Metrics, events: list[Any]) -> None:

@@ -89,6 +89,9 @@ class StageCore:
     refold: tuple[str, ...] = ()
     # The topics whose records tell the stage what it has already written.
     outputs: tuple[str, ...] = ()
+    # Inputs the stage may buffer while it waits for others: taken only while
+    # ``backlog()`` is short.
+    paced_inputs: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.output = OutputFilter({})
@@ -108,6 +111,10 @@ class StageCore:
     def take_all(self, values: Iterable[bytes]) -> None:
         for value in values:
             self.take(value)
+
+    def backlog(self) -> int:
+        """Input records held, waiting for others (``paced_inputs``)."""
+        return 0
 
     def drain(self) -> tuple[list[Event], list[Control]]:
         """The events to write (less those the log holds) and the control records to
@@ -265,6 +272,7 @@ class RiskCore(StageCore):
         topics.MARKET_DATA,
     )
     refold = inputs
+    paced_inputs = (topics.MARKET_DATA,)
     outputs = (
         topics.RISK_DECISIONS,
         topics.ORDERS,
@@ -299,6 +307,9 @@ class RiskCore(StageCore):
             return
         self._take(run, kind, payload, value)
         self._advance(run)
+
+    def backlog(self) -> int:
+        return sum(len(run.candles) for run in self._runs.values())
 
     def _take(self, run: _RiskRun, kind: Any, payload: dict[str, Any], value: bytes) -> None:
         if kind == "market_data":

@@ -9,11 +9,10 @@ from typing import Any
 
 from cdb import bootstrap
 from cdb.long_running import add_service_arguments, served
-from streams.observability import Health, Metrics
+from streams.observability import EXECUTION_PORT, RISK_PORT, SIGNAL_PORT, Health, Metrics
 
-# The seed's ports (SE 8001, RE 8002, XS 8003); also in streams.stage_agents, which this
-# module does not import until a stage runs (faust is slow to import).
-STAGES = {"signal": 8001, "risk": 8002, "execution": 8003}
+# The seed's ports (streams.stage_agents, which imports faust, is loaded only to run).
+STAGES = {"signal": SIGNAL_PORT, "risk": RISK_PORT, "execution": EXECUTION_PORT}
 
 
 def add_parser(commands: Any, places: argparse.ArgumentParser) -> None:

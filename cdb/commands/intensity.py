@@ -14,7 +14,7 @@ from cdb.long_running import Stop, add_service_arguments, served
 from projections.risk_cache import RiskCacheAuthError, RiskStateCache, connect
 from projections.risk_service import IntensityGauges, RiskService
 from projections.status import NoSuchRun
-from streams.observability import RISK_PORT, Health, Metrics
+from streams.observability import INTENSITY_PORT, Health, Metrics
 
 
 def add_parser(commands: Any, places: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_parser(commands: Any, places: argparse.ArgumentParser) -> None:
         "from $REDIS_PASSWORD)",
     )
     intensity.add_argument("--once", action="store_true", help="one pass, then exit")
-    add_service_arguments(intensity, RISK_PORT)
+    add_service_arguments(intensity, INTENSITY_PORT)
 
 
 def run(args: argparse.Namespace, settings: bootstrap.Settings) -> int:

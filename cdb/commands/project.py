@@ -17,7 +17,7 @@ from cdb import bootstrap
 from cdb.common import UsageError, seconds_arg
 from cdb.long_running import add_service_arguments, served
 from projections.service import ProjectorService
-from streams.observability import EXECUTION_PORT, Health, Metrics
+from streams.observability import PROJECTOR_PORT, Health, Metrics
 
 
 def add_parser(commands: Any, places: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def add_parser(commands: Any, places: argparse.ArgumentParser) -> None:
         help="seconds between idle polls (embedded log); on Kafka, records are folded as "
         "they arrive and this is the longest wait before a stop is noticed",
     )
-    add_service_arguments(project, EXECUTION_PORT)
+    add_service_arguments(project, PROJECTOR_PORT)
 
 
 def _say(line: str) -> None:

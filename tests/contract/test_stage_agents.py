@@ -18,11 +18,13 @@ from domain.run_config import BacktestConfig
 from streams import topics
 from streams.backtest import prepare_run, run_backtest
 from streams.broker_backtest import publish_input
+from streams.codec import encode, encode_market_data
 from streams.csv_source import CsvCandleSource
 from streams.digest import log_digest
 from streams.embedded_log import EmbeddedLog
 from streams.kafka_log import KafkaLog
-from tests.support.probes import healthy, metric_total
+from streams.stage_agents import create_topics
+from tests.support.probes import healthy, metric_samples, metric_total, records_of
 from tests.support.processes import (
     ROOT,
     cdb_process,
@@ -45,33 +47,25 @@ STAGES = ("signal", "risk", "execution")
 _wait_for = functools.partial(wait_for, timeout_s=180, poll_s=0.25)
 
 
-def _count(kafka: KafkaLog, topic: str, run_id: str, kind: str | None = None) -> int:
-    needle = f'"type":"{kind}"'.encode() if kind else b""
-    return sum(
-        1
-        for p in range(kafka.partitions(topic))
-        for r in kafka.read(topic, p, verify=False)
-        if r.key == run_id and needle in r.value
-    )
-
-
 class Agents:
-    """The three stage agents as processes, each on a metrics port of its own."""
+    """Stage agents as processes, each on a metrics port of its own; ``(stage, n)`` names
+    the n-th instance of a stage (all of a stage's instances share its consumer group)."""
 
     def __init__(self, stack: contextlib.ExitStack, bootstrap: str, workdir: Path) -> None:
         self._stack = stack
         self._bootstrap = bootstrap
         self._workdir = workdir
-        self.ports = {stage: free_port() for stage in STAGES}
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[tuple[str, int], int] = {}
+        self.processes: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
 
-    def out(self, stage: str) -> Path:
-        return self._workdir / f"{stage}.log"
+    def out(self, stage: str, n: int = 0) -> Path:
+        return self._workdir / f"{stage}-{n}.log"
 
-    def start(self, stage: str) -> None:
+    def start(self, stage: str, n: int = 0) -> None:
+        port = self.ports.setdefault((stage, n), free_port())
         argv = [
             "--data-dir",
-            str(self._workdir / "data"),
+            str(self._workdir / f"data-{n}"),
             "--log",
             f"kafka://{self._bootstrap}",
             "agent",
@@ -79,26 +73,30 @@ class Agents:
             "--loglevel",
             "info",
             "--metrics-port",
-            str(self.ports[stage]),
+            str(port),
         ]
-        env = {**local_store_env(), **faust_data_env(self._workdir / "faust")}
-        self.processes[stage] = self._stack.enter_context(
-            cdb_process(self.out(stage), *argv, env=env)
+        env = {**local_store_env(), **faust_data_env(self._workdir / f"faust-{n}")}
+        self.processes[stage, n] = self._stack.enter_context(
+            cdb_process(self.out(stage, n), *argv, env=env)
         )
-        _wait_for(lambda: healthy(self.ports[stage]), f"the {stage} agent to be ready")
+        _wait_for(lambda: healthy(port), f"the {stage} agent {n} to be ready")
+
+    def kill(self, stage: str, n: int = 0) -> None:
+        killed(self.processes[stage, n], self.out(stage, n))
 
 
 @contextlib.contextmanager
-def _agents(bootstrap: str, workdir: Path) -> Iterator[Agents]:
+def _agents(bootstrap: str, workdir: Path, instances: int = 1) -> Iterator[Agents]:
     with contextlib.ExitStack() as stack:
         agents = Agents(stack, bootstrap, workdir)
-        for stage in STAGES:
-            agents.start(stage)
+        for n in range(instances):
+            for stage in STAGES:
+                agents.start(stage, n)
         yield agents
 
 
 def _expected(tmp_path: Path, run_id: str) -> str:
-    with EmbeddedLog(tmp_path / "embedded") as embedded:
+    with EmbeddedLog(tmp_path / f"embedded-{run_id}") as embedded:
         return run_backtest(CONFIG, SOURCES, embedded, run_id=run_id).log_digest
 
 
@@ -115,21 +113,22 @@ def test_the_staged_agents_write_the_embedded_backtests_events(
     with _agents(fresh_kafka, tmp_path) as agents, KafkaLog(fresh_kafka) as kafka:
         _publish(fresh_kafka, run_id)
         _wait_for(
-            lambda: _count(kafka, topics.RUNS, run_id, "run_completed") == 1,
+            lambda: records_of(kafka, topics.RUNS, run_id, "run_completed") == 1,
             "the staged run to complete",
         )
         assert log_digest(kafka, run_id) == expected
         # Each stage counts what it read and wrote, and how long its batches took.
-        ports = agents.ports
-        assert metric_total(ports["signal"], "cdb_events_out_total", topic="signals") > 0
-        assert metric_total(ports["risk"], "cdb_events_out_total", topic="orders") > 0
-        assert metric_total(ports["execution"], "cdb_events_out_total", topic="order_results") > 0
+        port = {stage: agents.ports[stage, 0] for stage in STAGES}
+        assert metric_total(port["signal"], "cdb_events_out_total", topic="signals") > 0
+        assert metric_total(port["risk"], "cdb_events_out_total", topic="orders") > 0
+        assert metric_total(port["execution"], "cdb_events_out_total", topic="order_results") > 0
         for stage in STAGES:
-            assert metric_total(ports[stage], "cdb_processing_latency_seconds_count") > 0
-            assert metric_total(ports[stage], "cdb_consumer_lag") >= 0
-        for stage, process in agents.processes.items():
+            assert metric_total(port[stage], "cdb_processing_latency_seconds_count") > 0
+            lag = metric_samples(port[stage])
+            assert any(name == "cdb_consumer_lag" for name, _labels in lag), stage
+        for (stage, n), process in agents.processes.items():
             process.send_signal(signal.SIGTERM)
-            exits_cleanly_by(process, agents.out(stage), time.monotonic() + 30)
+            exits_cleanly_by(process, agents.out(stage, n), time.monotonic() + 30)
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -140,12 +139,64 @@ def test_a_stage_killed_mid_run_and_restarted_writes_every_event_exactly_once(
     expected = _expected(tmp_path, run_id)
     with _agents(fresh_kafka, tmp_path) as agents, KafkaLog(fresh_kafka) as kafka:
         _publish(fresh_kafka, run_id)
-        _wait_for(lambda: _count(kafka, topics.ORDERS, run_id) >= 40, "the run to be under way")
-        killed(agents.processes[stage], agents.out(stage))
-        assert _count(kafka, topics.RUNS, run_id, "run_completed") == 0
+        _wait_for(lambda: records_of(kafka, topics.ORDERS, run_id) >= 40, "the run to be under way")
+        agents.kill(stage)
+        assert records_of(kafka, topics.RUNS, run_id, "run_completed") == 0
         agents.start(stage)
         _wait_for(
-            lambda: _count(kafka, topics.RUNS, run_id, "run_completed") == 1,
+            lambda: records_of(kafka, topics.RUNS, run_id, "run_completed") == 1,
             "the run to complete after the restart",
         )
         assert log_digest(kafka, run_id) == expected
+
+
+def test_two_instances_of_each_stage_lose_and_double_nothing_when_one_of_each_is_killed(
+    tmp_path: Path, fresh_kafka: str
+) -> None:
+    """Six partitions, four runs at once, two instances of each stage in its group; one
+    instance of each stage SIGKILLed mid-run: the others take its partitions over."""
+    with KafkaLog(fresh_kafka, default_partitions=6) as kafka:
+        create_topics(kafka)
+    runs = ["staged-run-0", "staged-run-1", "staged-run-2", "staged-run-4"]
+    assert len({topics.partition_for(run, 6) for run in runs}) == 4
+    expected = {run: _expected(tmp_path, run) for run in runs}
+    with _agents(fresh_kafka, tmp_path, instances=2) as agents, KafkaLog(fresh_kafka) as kafka:
+        for run in runs:
+            _publish(fresh_kafka, run)
+        _wait_for(
+            lambda: sum(records_of(kafka, topics.ORDERS, run) for run in runs) >= 200,
+            "the runs to be under way",
+        )
+        for stage in STAGES:
+            agents.kill(stage, 0)
+        assert sum(records_of(kafka, topics.RUNS, run, "run_completed") for run in runs) < 4
+        _wait_for(
+            lambda: all(records_of(kafka, topics.RUNS, run, "run_completed") == 1 for run in runs),
+            "every run to complete on the remaining instances",
+        )
+        for run in runs:
+            assert log_digest(kafka, run) == expected[run], run
+
+
+def test_a_stage_given_a_gap_in_a_runs_candles_stops_with_one_line_naming_it(
+    tmp_path: Path, fresh_kafka: str
+) -> None:
+    run_id = "staged-gap"
+    source = SOURCES[0]
+    candles = list(source.candles(lambda _bad: None))[:10]
+    with contextlib.ExitStack() as stack, KafkaLog(fresh_kafka) as kafka:
+        agents = Agents(stack, fresh_kafka, tmp_path)
+        agents.start("signal")
+        metadata = prepare_run(CONFIG, [source], kafka, run_id)
+        kafka.append(topics.RUNS, run_id, [(metadata.timestamp, encode(metadata))])
+        numbered = [(i, c) for i, c in enumerate(candles) if i != 4]
+        kafka.append(
+            topics.MARKET_DATA,
+            run_id,
+            [(c.timestamp, encode_market_data(run_id, i, c)) for i, c in numbered],
+        )
+        kafka.commit()
+        process = agents.processes["signal", 0]
+        assert process.wait(timeout=60) != 0
+        out = agents.out("signal").read_text(errors="replace")
+        assert f"signal agent stopped: run {run_id}: candle 4 is missing" in out, out[-3000:]

