@@ -392,6 +392,17 @@ def tansu_broker(workdir: Path) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
 
 
+# The engine on Kafka, as processes: each command, and the line it logs once ready.
+ENGINES: dict[str, list[tuple[str, bytes]]] = {
+    "worker": [("worker", b"engine ready")],
+    "staged": [
+        ("agent signal", b"holds partitions"),
+        ("agent risk", b"holds partitions"),
+        ("agent execution", b"holds partitions"),
+    ],
+}
+
+
 def measure_kafka(args: argparse.Namespace, candles: int) -> tuple[Measured, Measured]:
     """The latencies to the read model, and to ``order_results`` on the broker."""
     from streams.kafka_log import KafkaLog
@@ -406,12 +417,20 @@ def measure_kafka(args: argparse.Namespace, candles: int) -> tuple[Measured, Mea
             bootstrap = stack.enter_context(tansu_broker(workdir))
             cdb = [sys.executable, "-m", "cdb", "--data-dir", str(data)]
             cdb += ["--log", f"kafka://{bootstrap}"]
-            worker_log = workdir / "worker.log"
-            worker = stack.enter_context(
-                _process([*cdb, "worker", "--loglevel", "info", "--metrics-port", "-1"], worker_log)
-            )
-            # Ready: faust is in its group and the start-up refold is done.
-            _wait_for("the worker", lambda: b"engine ready" in worker_log.read_bytes(), worker)
+            for i, (command, ready) in enumerate(ENGINES[args.engine]):
+                engine_log = workdir / f"engine-{i}.log"
+                engine = stack.enter_context(
+                    _process(
+                        [*cdb, *command.split(), "--loglevel", "info", "--metrics-port", "-1"],
+                        engine_log,
+                    )
+                )
+                # Ready: faust is in its group and the refold of its partitions is done.
+                _wait_for(
+                    command,
+                    lambda log=engine_log, ready=ready: ready in log.read_bytes(),
+                    engine,
+                )
             store = data / "projections.sqlite"
             projector = stack.enter_context(
                 _process(
@@ -506,6 +525,12 @@ def main() -> None:
     parser.add_argument(
         "--poll", type=float, default=0.002, help="kafka: seconds between read-model polls"
     )
+    parser.add_argument(
+        "--engine",
+        choices=sorted(ENGINES),
+        default="worker",
+        help="kafka: the fused `cdb worker` or the staged agents (`cdb agent ...`)",
+    )
     args = parser.parse_args()
     args.symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     paced = round(args.seconds * args.rate / len(args.symbols)) * len(args.symbols)
@@ -537,10 +562,11 @@ def main() -> None:
                 keep("kafka paced", got)
                 keep("kafka worker only", on_broker)
 
+    engine = "`cdb worker`" if args.engine == "worker" else "`cdb agent signal|risk|execution`"
     names = {
         "embedded paced": f"embedded `run_paper`, speed {_speed(args):,.0f}",
         "embedded flat out": "embedded `run_paper`, speed max",
-        "kafka paced": f"Tansu + `cdb worker` + `cdb project`, speed {_speed(args):,.0f}",
+        "kafka paced": f"Tansu + {engine} + `cdb project`, speed {_speed(args):,.0f}",
         "kafka worker only": "the same runs, to `order_results` on the broker (no projector)",
     }
     command = " ".join(["python3 bench/bench_live.py", *sys.argv[1:]])

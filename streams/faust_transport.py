@@ -15,7 +15,9 @@ from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as driver
 
 SCHEME = "cdb-kafka"
-FETCH_MAX_WAIT_MS = 10
+# A broker may answer a fetch only when the wait is over, so this is most of a hop's
+# latency; 2 ms halved a run's time against 10 ms, and 1 ms was no faster.
+FETCH_MAX_WAIT_MS = 2
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):

