@@ -164,28 +164,28 @@ def test_each_stage_killed_in_turn_mid_run_and_restarted_writes_every_event_exac
     """One run whose input arrives in three parts; SE is killed while it folds the first,
     RE and XS while they work through the second; each is restarted."""
     run_id = "staged-kills"
-    source = _slice(tmp_path, 6000)
+    source = _slice(tmp_path, 3000)
     with EmbeddedLog(tmp_path / "embedded") as embedded:
         expected = run_backtest(CONFIG, [source], embedded, run_id=run_id).log_digest
     candles = list(source.candles(lambda _bad: None))
-    thirds = [candles[:2000], candles[2000:4000], candles[4000:]]
+    thirds = [candles[:1000], candles[1000:2000], candles[2000:]]
     with _agents(fresh_kafka, tmp_path) as agents, KafkaLog(fresh_kafka) as kafka:
         metadata = prepare_run(CONFIG, [source], kafka, run_id)
         kafka.append(topics.RUNS, run_id, [(metadata.timestamp, encode(metadata))])
         _publish_candles(kafka, run_id, thirds[0], 0)
-        _wait_for(lambda: records_of(kafka, topics.SIGNALS, run_id) >= 20, "first signals")
+        _wait_for(lambda: records_of(kafka, topics.SIGNALS, run_id) >= 10, "first signals")
         agents.kill("signal")
         agents.start("signal")
-        _publish_candles(kafka, run_id, thirds[1], 2000)
+        _publish_candles(kafka, run_id, thirds[1], 1000)
         for stage, topic in (("risk", topics.ORDERS), ("execution", topics.ORDER_RESULTS)):
             done = records_of(kafka, topic, run_id)
             _wait_for(
-                lambda topic=topic, done=done: records_of(kafka, topic, run_id) >= done + 20,
+                lambda topic=topic, done=done: records_of(kafka, topic, run_id) >= done + 10,
                 f"{stage} to be at work",
             )
             agents.kill(stage)
             agents.start(stage)
-        _publish_candles(kafka, run_id, thirds[2], 4000)
+        _publish_candles(kafka, run_id, thirds[2], 2000)
         end = MarketDataCompleted(
             event_id=f"{run_id}:market_data_completed:0",
             run_id=run_id,
@@ -212,7 +212,7 @@ def test_two_instances_of_each_stage_lose_and_double_nothing_when_one_of_each_is
         create_topics(kafka)
     runs = ["staged-run-0", "staged-run-1", "staged-run-2", "staged-run-4"]
     assert len({topics.partition_for(run, 6) for run in runs}) == 4
-    source = _slice(tmp_path, 3000)
+    source = _slice(tmp_path, 1500)
     expected = {}
     for run in runs:
         with EmbeddedLog(tmp_path / f"embedded-{run}") as embedded:
@@ -221,7 +221,7 @@ def test_two_instances_of_each_stage_lose_and_double_nothing_when_one_of_each_is
         for run in runs:
             publish_input(prepare_run(CONFIG, [source], kafka, run), [source], kafka)
         _wait_for(
-            lambda: sum(records_of(kafka, topics.ORDERS, run) for run in runs) >= 80,
+            lambda: sum(records_of(kafka, topics.ORDERS, run) for run in runs) >= 40,
             "the runs to be under way",
         )
         for stage in STAGES:
