@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from tests.support.probes import healthy, metric_samples, metric_total
 from tests.support.processes import (
     cdb_output,
@@ -38,6 +36,7 @@ from tests.support.processes import (
     free_port,
     killed,
     local_store_env,
+    mock_backtest_summary,
     wait_for,
 )
 
@@ -126,20 +125,7 @@ def test_a_live_run_on_kafka_killed_and_restarted_equals_a_backtest_of_its_candl
         exits_cleanly_by(worker, worker_out, deadline)
 
     assert final["candles"] == 2 * COUNT and final["fills"] > 0, final
-    backtest = cdb_output(
-        "--data-dir",
-        str(tmp_path / "backtest"),
-        "--log",
-        "embedded",
-        "backtest",
-        "--feed",
-        "mock",
-        *MOCK,
-        "--json",
-        "--no-progress",
-    )
-    assert backtest.returncode == 0, backtest.stderr
-    summary = orjson.loads(backtest.stdout)
+    summary = mock_backtest_summary(tmp_path / "backtest", MOCK)
     assert summary["run_id"] == run_id
     digest = cdb_output(*places, "projections", "digest", "--run-id", run_id)
     assert digest.returncode == 0, digest.stderr

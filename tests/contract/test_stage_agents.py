@@ -13,9 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
-
-from domain.events import Candle, MarketDataCompleted
 from domain.run_config import BacktestConfig
 from streams import topics
 from streams.backtest import prepare_run, run_backtest
@@ -26,6 +23,7 @@ from streams.digest import log_digest
 from streams.embedded_log import EmbeddedLog
 from streams.kafka_log import KafkaLog
 from streams.stage_agents import create_topics
+from tests.support.kafka_input import publish_candles, publish_end
 from tests.support.probes import healthy, metric_samples, metric_total, records_of
 from tests.support.processes import (
     ROOT,
@@ -36,6 +34,7 @@ from tests.support.processes import (
     free_port,
     killed,
     local_store_env,
+    mock_backtest_summary,
     wait_for,
 )
 
@@ -47,7 +46,19 @@ SOURCES = [
 CONFIG = BacktestConfig(strategy_id="sma_cross", strategy_params={"fast": 5, "slow": 20})
 STAGES = ("signal", "risk", "execution")
 
-_wait_for = functools.partial(wait_for, timeout_s=180, poll_s=0.25)
+# Each look reads whole topics, which costs the agents CPU on a small machine: once a second.
+_wait_for = functools.partial(wait_for, timeout_s=180, poll_s=1.0)
+
+
+def _completed(kafka: KafkaLog, runs: list[str]) -> bool:
+    """Every one of ``runs`` has its run_completed in ``runs``, read in one pass."""
+    done = {
+        str(r.key)
+        for p in range(kafka.partitions(topics.RUNS))
+        for r in kafka.read(topics.RUNS, p, verify=False)
+        if b'"run_completed"' in r.value
+    }
+    return set(runs) <= done
 
 
 class Agents:
@@ -150,19 +161,11 @@ def _slice(tmp_path: Path, rows: int) -> CsvCandleSource:
     return CsvCandleSource("BTC-USD", path)
 
 
-def _publish_candles(kafka: KafkaLog, run_id: str, candles: list[Candle], first: int) -> None:
-    records = [
-        (c.timestamp, encode_market_data(run_id, first + i, c)) for i, c in enumerate(candles)
-    ]
-    kafka.append(topics.MARKET_DATA, run_id, records)
-    kafka.commit()
-
-
 def test_each_stage_killed_in_turn_mid_run_and_restarted_writes_every_event_exactly_once(
     tmp_path: Path, fresh_kafka: str
 ) -> None:
-    """One run whose input arrives in three parts; SE is killed while it folds the first,
-    RE and XS while they work through the second; each is restarted."""
+    """One run whose input arrives in three parts: SE is killed once the first has given
+    it work, RE the second, XS the third; each is restarted."""
     run_id = "staged-kills"
     source = _slice(tmp_path, 3000)
     with EmbeddedLog(tmp_path / "embedded") as embedded:
@@ -172,30 +175,23 @@ def test_each_stage_killed_in_turn_mid_run_and_restarted_writes_every_event_exac
     with _agents(fresh_kafka, tmp_path) as agents, KafkaLog(fresh_kafka) as kafka:
         metadata = prepare_run(CONFIG, [source], kafka, run_id)
         kafka.append(topics.RUNS, run_id, [(metadata.timestamp, encode(metadata))])
-        _publish_candles(kafka, run_id, thirds[0], 0)
-        _wait_for(lambda: records_of(kafka, topics.SIGNALS, run_id) >= 10, "first signals")
-        agents.kill("signal")
-        agents.start("signal")
-        _publish_candles(kafka, run_id, thirds[1], 1000)
-        for stage, topic in (("risk", topics.ORDERS), ("execution", topics.ORDER_RESULTS)):
+        # Each part published, then a stage killed once that part has given it work.
+        for part, (stage, topic) in enumerate(
+            (
+                ("signal", topics.SIGNALS),
+                ("risk", topics.ORDERS),
+                ("execution", topics.ORDER_RESULTS),
+            )
+        ):
             done = records_of(kafka, topic, run_id)
+            publish_candles(kafka, run_id, thirds[part], 1000 * part)
             _wait_for(
                 lambda topic=topic, done=done: records_of(kafka, topic, run_id) >= done + 10,
                 f"{stage} to be at work",
             )
             agents.kill(stage)
             agents.start(stage)
-        _publish_candles(kafka, run_id, thirds[2], 2000)
-        end = MarketDataCompleted(
-            event_id=f"{run_id}:market_data_completed:0",
-            run_id=run_id,
-            sequence=0,
-            timestamp=candles[-1].timestamp + candles[-1].interval_ms,
-            candles=len(candles),
-            dead_letters=0,
-        )
-        kafka.append(topics.MARKET_DATA, run_id, [(end.timestamp, encode(end))])
-        kafka.commit()
+        publish_end(kafka, run_id, candles)
         _wait_for(
             lambda: records_of(kafka, topics.RUNS, run_id, "run_completed") == 1,
             "the run to complete after the restarts",
@@ -228,7 +224,7 @@ def test_two_instances_of_each_stage_lose_and_double_nothing_when_one_of_each_is
             agents.kill(stage, 0)
         assert sum(records_of(kafka, topics.RUNS, run, "run_completed") for run in runs) < 4
         _wait_for(
-            lambda: all(records_of(kafka, topics.RUNS, run, "run_completed") == 1 for run in runs),
+            lambda: _completed(kafka, runs),
             "every run to complete on the remaining instances",
         )
         for run in runs:
@@ -279,20 +275,7 @@ def test_a_live_mock_feed_through_the_staged_agents_equals_a_backtest_of_its_can
             "the live run to complete",
         )
         staged = log_digest(kafka, run_id)
-    backtest = cdb_output(
-        "--data-dir",
-        str(tmp_path / "backtest"),
-        "--log",
-        "embedded",
-        "backtest",
-        "--feed",
-        "mock",
-        *mock,
-        "--json",
-        "--no-progress",
-    )
-    assert backtest.returncode == 0, backtest.stderr
-    summary = orjson.loads(backtest.stdout)
+    summary = mock_backtest_summary(tmp_path / "backtest", mock)
     assert summary["run_id"] == run_id
     assert summary["trades"] > 0
     assert staged == summary["log_digest"]

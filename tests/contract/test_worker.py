@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from domain.events import Candle, MarketDataCompleted
 from domain.run_config import BacktestConfig
 from streams import topics
 from streams.backtest import prepare_run, run_backtest
-from streams.codec import encode, encode_market_data
+from streams.codec import encode
 from streams.csv_source import CsvCandleSource
 from streams.digest import log_digest
 from streams.embedded_log import EmbeddedLog
 from streams.kafka_log import KafkaLog
+from tests.support.kafka_input import publish_candles, publish_end
 from tests.support.probes import records_of
 from tests.support.processes import ROOT, faust_data_env, killed, wait_for
 
@@ -77,29 +77,6 @@ def _stopped_cleanly(worker: subprocess.Popen[bytes], log_path: Path) -> None:
 _wait_for = functools.partial(wait_for, timeout_s=120, poll_s=0.5)
 
 
-def _publish_candles(kafka: KafkaLog, run_id: str, candles: list[Candle], first: int) -> None:
-    kafka.append(
-        topics.MARKET_DATA,
-        run_id,
-        [(c.timestamp, encode_market_data(run_id, first + i, c)) for i, c in enumerate(candles)],
-    )
-    kafka.commit()
-
-
-def _publish_end(kafka: KafkaLog, run_id: str, candles: list[Candle]) -> None:
-    """The run's end of input, after all of ``candles``."""
-    end = MarketDataCompleted(
-        event_id=f"{run_id}:market_data_completed:0",
-        run_id=run_id,
-        sequence=0,
-        timestamp=candles[-1].timestamp + candles[-1].interval_ms,
-        candles=len(candles),
-        dead_letters=0,
-    )
-    kafka.append(topics.MARKET_DATA, run_id, [(end.timestamp, encode(end))])
-    kafka.commit()
-
-
 _READY = re.compile(
     rb"engine ready: consuming \d+ partitions \(runs and market_data \[([\d, ]*)\]\)"
 )
@@ -130,7 +107,7 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
         kafka.append(topics.RUNS, run_id, [(metadata.timestamp, encode(metadata))])
         candles = list(source.candles(lambda _bad: None))
         half, three_quarters = len(candles) // 2, len(candles) * 3 // 4
-        _publish_candles(kafka, run_id, candles[:half], 0)
+        publish_candles(kafka, run_id, candles[:half], 0)
 
         # 1. SIGKILL once the worker has got well into the first half.
         with _worker(fresh_kafka, worker_log, intake) as worker:
@@ -143,7 +120,7 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
         assert bool(taken) == (intake == "batch")
 
         # 2. More input arrives while no worker runs.
-        _publish_candles(kafka, run_id, candles[half:three_quarters], half)
+        publish_candles(kafka, run_id, candles[half:three_quarters], half)
 
         # 3. A new worker takes over; the last quarter arrives while it consumes, and a
         #    SIGTERM in the middle of it lets the batch in flight finish and exits cleanly.
@@ -153,8 +130,8 @@ def test_worker_killed_mid_run_and_restarted_writes_every_event_exactly_once(
             restored = 1 if intake == "batch" else 0
             assert f"{restored} runs taken up from snapshots" in worker_log.read_text()
             signals_at_ready = records_of(kafka, topics.SIGNALS, run_id)
-            _publish_candles(kafka, run_id, candles[three_quarters:], three_quarters)
-            _publish_end(kafka, run_id, candles)
+            publish_candles(kafka, run_id, candles[three_quarters:], three_quarters)
+            publish_end(kafka, run_id, candles)
             _wait_for(
                 lambda: records_of(kafka, topics.SIGNALS, run_id) > signals_at_ready,
                 "the worker to process the last quarter",
@@ -207,7 +184,7 @@ def test_two_workers_lose_and_double_nothing_when_one_is_killed(
         for run in runs:
             metadata = prepare_run(CONFIG, [source], kafka, run)
             kafka.append(topics.RUNS, run, [(metadata.timestamp, encode(metadata))])
-            _publish_candles(kafka, run, candles[:half], 0)
+            publish_candles(kafka, run, candles[:half], 0)
 
         # 2. Two workers start at once and split the partitions, three each.
         workers = [stack.enter_context(_worker(fresh_kafka, path, "batch")) for path in logs]
@@ -229,8 +206,8 @@ def test_two_workers_lose_and_double_nothing_when_one_is_killed(
         #    other one.
         killed(workers[0], logs[0])
         for run in runs:
-            _publish_candles(kafka, run, candles[half:], half)
-            _publish_end(kafka, run, candles)
+            publish_candles(kafka, run, candles[half:], half)
+            publish_end(kafka, run, candles)
         _wait_for(
             lambda: all(records_of(kafka, topics.RUNS, run, "run_completed") == 1 for run in runs),
             "every run to complete on the remaining worker",

@@ -121,3 +121,23 @@ def exits_cleanly_by(process: subprocess.Popen[bytes], out: Path, deadline: floa
     except subprocess.TimeoutExpired:
         code = None
     assert code == 0, (code, out.read_text(errors="replace")[-2000:])
+
+
+def mock_backtest_summary(data_dir: Path, mock: list[str]) -> dict[str, Any]:
+    """`cdb backtest --feed mock MOCK --json` on an embedded log in ``data_dir``: the plain
+    backtest a live run over the same generated candles must equal."""
+    done = cdb_output(
+        "--data-dir",
+        str(data_dir),
+        "--log",
+        "embedded",
+        "backtest",
+        "--feed",
+        "mock",
+        *mock,
+        "--json",
+        "--no-progress",
+    )
+    assert done.returncode == 0, done.stderr
+    summary: dict[str, Any] = orjson.loads(done.stdout)
+    return summary
