@@ -562,7 +562,7 @@ def main() -> None:
                 keep("kafka paced", got)
                 keep("kafka worker only", on_broker)
 
-    engine = "`cdb worker`" if args.engine == "worker" else "`cdb agent signal|risk|execution`"
+    engine = "`cdb worker`" if args.engine == "worker" else "`cdb agent` signal, risk, execution"
     names = {
         "embedded paced": f"embedded `run_paper`, speed {_speed(args):,.0f}",
         "embedded flat out": "embedded `run_paper`, speed max",
