@@ -5,21 +5,18 @@ read models equal to a backtest's over the same candles; health and metrics over
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from domain.run_config import BacktestConfig
 from projections.digest import projection_digest
@@ -30,15 +27,12 @@ from streams.embedded_log import EmbeddedLog
 from streams.live import Pacer, run_paper
 from streams.mock_feed import mock_sources
 from streams.snapshots import SnapshotStore
+from tests.support.probes import health as health_of
+from tests.support.probes import metric_total
+from tests.support.processes import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FEED = ["--feed", "mock", "--seed", "5", "--count", "2500", "--symbols", "BTC_USDT,ETH_USDT"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -59,40 +53,8 @@ def _cdb(data_dir: Path, out: Path, *argv: str) -> Iterator[subprocess.Popen[byt
             process.wait(timeout=30)
 
 
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as error:
-        return int(error.code), bytes(error.read())
-    except (urllib.error.URLError, ConnectionError):
-        return 0, b""
-
-
-def _metric(port: int, name: str, **labels: str) -> float:
-    """The value of one sample on the process's /metrics (0 if it has none yet)."""
-    status, body = _get(f"http://127.0.0.1:{port}/metrics")
-    if status != 200:
-        return 0.0
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
-
-
-def _health(port: int) -> tuple[int, dict[str, Any]]:
-    status, body = _get(f"http://127.0.0.1:{port}/health")
-    return status, (orjson.loads(body) if status else {})
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+# Live runs take a while to get going on a busy machine.
+_wait_for = functools.partial(wait_for, timeout_s=120)
 
 
 def _status(data_dir: Path) -> dict[str, Any]:
@@ -110,7 +72,7 @@ def _status(data_dir: Path) -> dict[str, Any]:
 def test_a_live_run_with_restarts_equals_a_backtest_of_its_candles(tmp_path: Path) -> None:
     live, out = tmp_path / "live", tmp_path / "out"
     out.mkdir()
-    paper_port, project_port = _free_port(), _free_port()
+    paper_port, project_port = free_port(), free_port()
     paper_args = [
         "paper",
         *FEED,
@@ -123,8 +85,8 @@ def test_a_live_run_with_restarts_equals_a_backtest_of_its_candles(tmp_path: Pat
     project_args = ["project", "--poll", "0.05", "--metrics-port", str(project_port)]
     with contextlib.ExitStack() as stack:
         paper = stack.enter_context(_cdb(live, out / "paper.log", *paper_args))
-        _wait_for(lambda: _metric(paper_port, "cdb_candles_total") > 300, "candles published")
-        status, health = _health(paper_port)
+        _wait_for(lambda: metric_total(paper_port, "cdb_candles_total") > 300, "candles published")
+        status, health = health_of(paper_port)
         assert status == 200 and health["status"] == "ok", health
         projector = stack.enter_context(_cdb(live, out / "project.log", *project_args))
 
@@ -134,10 +96,10 @@ def test_a_live_run_with_restarts_equals_a_backtest_of_its_candles(tmp_path: Pat
         paper = stack.enter_context(_cdb(live, out / "paper.log", *paper_args))
 
         def projected_candles() -> float:
-            return _metric(project_port, "cdb_events_in_total", topic="market_data")
+            return metric_total(project_port, "cdb_events_in_total", topic="market_data")
 
         _wait_for(lambda: projected_candles() > 1000, "candles projected")
-        status, health = _health(project_port)
+        status, health = health_of(project_port)
         assert status == 200 and health["dependencies"]["store"]["ok"], health
         projector.send_signal(signal.SIGKILL)
         projector.wait(timeout=30)
@@ -149,7 +111,9 @@ def test_a_live_run_with_restarts_equals_a_backtest_of_its_candles(tmp_path: Pat
             lambda: (s := _status(live)).get("status") == "COMPLETED" and s.get("lag") == 0,
             "the read models to catch up",
         )
-        assert _metric(project_port, "cdb_consumer_lag", topic="market_data", partition="0") == 0
+        assert (
+            metric_total(project_port, "cdb_consumer_lag", topic="market_data", partition="0") == 0
+        )
         started = time.monotonic()
         projector.send_signal(signal.SIGTERM)
         assert projector.wait(timeout=15) == 0
@@ -200,10 +164,10 @@ def test_sigterm_stops_a_paper_run_cleanly_and_the_same_command_takes_it_up(
     tmp_path: Path,
 ) -> None:
     data_dir, out = tmp_path / "data", tmp_path / "paper.log"
-    port = _free_port()
+    port = free_port()
     args = ["paper", *FEED, "--speed", "6000", "--metrics-port", str(port)]
     with _cdb(data_dir, out, *args) as paper:
-        _wait_for(lambda: _metric(port, "cdb_candles_total") > 200, "candles published")
+        _wait_for(lambda: metric_total(port, "cdb_candles_total") > 200, "candles published")
         started = time.monotonic()
         paper.send_signal(signal.SIGTERM)
         assert paper.wait(timeout=15) == 0, out.read_text(errors="replace")
