@@ -38,17 +38,12 @@ import orjson
 from streams import topics
 from streams.kafka_log import KafkaLog
 from streams.log_port import LogError
-from streams.observability import EXECUTION_PORT, RISK_PORT, SIGNAL_PORT, Health, Metrics
+from streams.observability import Health, Metrics
 from streams.staged import STAGES, StageCore
 from streams.worker import OutputPublisher
 
 log = logging.getLogger("cdb.agent")
 
-STAGE_PORTS: dict[str, int] = {
-    "signal": SIGNAL_PORT,
-    "risk": RISK_PORT,
-    "execution": EXECUTION_PORT,
-}
 BATCH = 4096
 # Candles a stage may hold waiting for other records before it stops taking more.
 BACKLOG = 50_000

@@ -69,7 +69,6 @@ __all__ = [
 SIGNALS_THROUGH = "signals_through"
 FILL_DUE = "fill_due"
 EXPIRE = "expire"
-CONTROL_TYPES = frozenset({SIGNALS_THROUGH, FILL_DUE, EXPIRE})
 
 Control = dict[str, Any]
 
