@@ -12,7 +12,7 @@ typecheck:
 	$(PY) -m mypy
 
 imports:
-	$(PY) -m pytest tests/test_layers.py -q
+	$(PY) -m pytest tests/test_layers.py -q -n 0
 
 test:
 	$(PY) -m pytest
