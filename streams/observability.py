@@ -269,6 +269,13 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self._held = Gauge(
+            "cdb_stage_held_records",
+            "Input records a stage agent holds while it waits for others (RE: candles "
+            "waiting for SE's signals or XS's fills), by stage.",
+            ["stage"],
+            registry=r,
+        )
         self._candles = Counter(
             "cdb_candles_total",
             "Candles (market_data events) written, by run.",
@@ -371,6 +378,10 @@ class Metrics:
     def lag(self, topic: str, partition: int, behind: int) -> None:
         """``behind`` records between a consumer's position and the end of a partition."""
         self._lag.labels(topic=topic, partition=str(partition)).set(behind)
+
+    def held(self, stage: str, records: int) -> None:
+        """``records`` input records ``stage`` holds, waiting for others."""
+        self._held.labels(stage=stage).set(records)
 
     def latency(self, stage: str, seconds: float) -> None:
         """One observation of ``stage``'s latency (e.g. ``CANDLE_TO_PROJECTED_ORDER_RESULT``)."""

@@ -5,8 +5,8 @@ which), in a faust app of its own whose consumer group is ``claire-de-binare-<st
 SE reads ``runs`` and ``market_data`` and writes ``signals``; RE reads those and
 ``signals``, ``order_results`` and the hand-off topic, and writes decisions, orders,
 alerts, the portfolio and the run's end; XS reads ``orders`` and RE's fill-due records and
-writes ``order_results``. Records are taken in batches (``take_events``) and a batch's
-output is acknowledged by the broker before the agent takes the next, so the committed
+writes ``order_results``. Records are taken in batches (``_batches``), and a batch's
+records are acknowledged only once the broker acknowledged its output, so the committed
 offsets never run ahead of the output.
 
 Exactly once per stage, without Kafka transactions:
@@ -29,7 +29,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,9 @@ from streams.worker import OutputPublisher
 log = logging.getLogger("cdb.agent")
 
 BATCH = 4096
-# Candles a stage may hold waiting for other records before it stops taking more.
-BACKLOG = 50_000
-# How long a batch waits to fill: short, since RE and XS wait on each other's records.
-WITHIN_S = 0.002
+# How long a batch waits for more records once none are waiting: short, since RE and XS
+# wait on each other's records.
+SETTLE_S = 0.002
 
 
 def group_id(stage: str) -> str:
@@ -109,9 +108,6 @@ class StageRunner:
         self._started = asyncio.Event()
         self._generation = 0  # moves on at every revocation and assignment
         self._refolds: set[asyncio.Future[None]] = set()
-        # Set while the core's backlog of buffered candles is under BACKLOG.
-        self.room = asyncio.Event()
-        self.room.set()
 
     async def start(self, bootstrap: str) -> None:
         """Connect the publisher; the refold waits for the first assignment."""
@@ -162,7 +158,6 @@ class StageRunner:
                 return  # revoked or reassigned while refolding: the next owner refolds
             self.core, self.partitions = core, partitions
             written = await self._publish()
-            self.room.set()
             log.info(
                 "%s agent: holds partitions %s; refolded them, %d records written on the way",
                 self.stage,
@@ -184,13 +179,10 @@ class StageRunner:
             before = core.records_in
             core.take_all(value for partition, value in records if partition in held)
             await self._publish()
-            if core.backlog() < BACKLOG:
-                self.room.set()
-            else:
-                self.room.clear()
             if self.metrics is not None:
                 self.metrics.events_in(f"{self.stage} agent input", core.records_in - before)
                 self.metrics.latency(f"{self.stage}_batch", time.perf_counter() - started)
+                self.metrics.held(self.stage, core.backlog())
 
     async def _publish(self) -> int:
         assert self.publisher is not None
@@ -268,34 +260,49 @@ def build_stage_app(
 
 
 def _add_agents(app: Any, runner: StageRunner) -> None:
-    """The stage's faust agents over its inputs.
+    """The stage's faust agent over its inputs.
 
-    A stage that buffers candles while it waits for other records (RE) reads them in an
-    agent of their own, which stops taking more while the backlog is full; the records it
-    waits for keep coming through the other agent."""
-    core = runner.core
-    paced = tuple(t for t in core.inputs if t in core.paced_inputs)
-    others = tuple(t for t in core.inputs if t not in core.paced_inputs)
-    for name, inputs, is_paced in (
-        (runner.stage, others, False),
-        (f"{runner.stage}-candles", paced, True),
-    ):
-        if not inputs:
+    One agent, which never stops taking records: faust delivers every topic of an app
+    through one conductor, so an agent that waited (say, for room to buffer more candles)
+    would hold back the records it waits for. RE keeps the candles it cannot fold yet as
+    their compact records instead (``streams.staged``)."""
+    source = app.topic(*runner.core.inputs, value_serializer="raw", key_serializer="raw")
+
+    async def agent(stream: Any) -> None:
+        await _consume(app, runner, stream)
+
+    app.agent(source, name=f"{runner.stage}-stage")(agent)
+
+
+async def _batches(manual: Any) -> AsyncIterator[list[Any]]:
+    """The events of ``manual`` (a stream without automatic acknowledgements) in batches:
+    every event that reached the agent within ``SETTLE_S`` of the batch's first, at most
+    ``BATCH``; the caller acknowledges them once their output is written.
+
+    faust's own ``take_events`` is not used: under load it acknowledged a record it never
+    handed over (a stage then waited for ever on a fill it had been sent)."""
+    clock = asyncio.get_running_loop().time
+    waiting = manual.channel
+    events: list[Any] = []
+    settled = 0.0
+    async for event in manual.events():
+        if not events:
+            settled = clock() + SETTLE_S
+        events.append(event)
+        if len(events) < BATCH and waiting.empty() and settled > clock():
+            # faust hands records over one at a time: a moment lets the rest of a fetch in.
+            await asyncio.sleep(settled - clock())
+        if len(events) < BATCH and not waiting.empty():
             continue
-        source = app.topic(*inputs, value_serializer="raw", key_serializer="raw")
-
-        async def agent(stream: Any, is_paced: bool = is_paced) -> None:
-            await _consume(app, runner, stream, is_paced)
-
-        app.agent(source, name=f"{name}-stage")(agent)
+        yield events
+        events = []
 
 
-async def _consume(app: Any, runner: StageRunner, stream: Any, paced: bool) -> None:
+async def _consume(app: Any, runner: StageRunner, stream: Any) -> None:
     await runner.ready.wait()
     metrics, health = runner.metrics, runner.health
-    async for events in stream.take_events(BATCH, within=WITHIN_S):
-        if paced:
-            await runner.room.wait()
+    manual = stream.noack()
+    async for events in _batches(manual):
         try:
             # A stop waits for the batch in flight to be written, not half of it.
             batch = [(e.message.partition, e.value) for e in events]
@@ -307,6 +314,9 @@ async def _consume(app: Any, runner: StageRunner, stream: Any, paced: bool) -> N
             if health is not None:
                 health.set("stage", False, str(exc))
             raise
+        # Only now: the committed offsets follow the output, never lead it.
+        for taken in events:
+            await manual.ack(taken)
         if metrics is not None:
             _record_lag(app, metrics, events)
 

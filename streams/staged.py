@@ -88,9 +88,6 @@ class StageCore:
     refold: tuple[str, ...] = ()
     # The topics whose records tell the stage what it has already written.
     outputs: tuple[str, ...] = ()
-    # Inputs the stage may buffer while it waits for others: taken only while
-    # ``backlog()`` is short.
-    paced_inputs: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.output = OutputFilter({})
@@ -112,7 +109,7 @@ class StageCore:
             self.take(value)
 
     def backlog(self) -> int:
-        """Input records held, waiting for others (``paced_inputs``)."""
+        """Input records held, waiting for others."""
         return 0
 
     def drain(self) -> tuple[list[Event], list[Control]]:
@@ -238,7 +235,9 @@ class SignalCore(StageCore):
 @dataclass
 class _RiskRun:
     stage: RiskStage
-    candles: deque[dict[str, Any]] = field(default_factory=deque)
+    # Candles taken and not yet folded, as their records: compact while RE waits on SE or
+    # XS, which a long run's candles may have to do by the ten thousand.
+    candles: deque[bytes] = field(default_factory=deque)
     buffered: int = 0  # the next candle number to buffer
     signals: dict[int, StrategySignal] = field(default_factory=dict)  # by candle number
     signals_seen: int = 0  # signals 0 .. signals_seen - 1 have arrived
@@ -271,7 +270,6 @@ class RiskCore(StageCore):
         topics.MARKET_DATA,
     )
     refold = inputs
-    paced_inputs = (topics.MARKET_DATA,)
     outputs = (
         topics.RISK_DECISIONS,
         topics.ORDERS,
@@ -317,7 +315,7 @@ class RiskCore(StageCore):
                 return
             if sequence > run.buffered:
                 raise StageError(f"run {run.stage.run_id}: candle {run.buffered} is missing")
-            run.candles.append(payload)
+            run.candles.append(value)
             run.buffered += 1
         elif kind == "market_data_completed":
             marker = decode(value)
@@ -374,8 +372,7 @@ class RiskCore(StageCore):
     def _advance(self, run: _RiskRun) -> None:
         stage = run.stage
         while run.candles and run.through > stage.candles:
-            payload = run.candles[0]
-            event = MarketDataEvent.model_validate(payload)
+            event = MarketDataEvent.model_validate(decode_json(run.candles[0]))
             due = stage.due_order(event.symbol)
             result = None
             if due is not None:
