@@ -67,6 +67,10 @@ def test_the_staged_agents_start_by_default_and_the_fused_worker_on_request() ->
     for stage in ("signal", "risk", "execution"):
         assert "profiles" not in SERVICES[stage]
     assert SERVICES["worker"]["profiles"] == ["fused"]
+    # The risk agent runs the risk service (Redis is named to every app); on its own, the
+    # service goes with the fused worker.
+    assert _env("risk")["REDIS_HOST"] == "redis"
+    assert SERVICES["intensity"]["profiles"] == ["fused"]
 
 
 def test_kafka_is_a_single_kraft_node() -> None:
@@ -103,8 +107,12 @@ def test_named_volumes_and_no_profiles() -> None:
     assert mounts["prometheus"] == ["cdb_prom_data"]
     assert mounts["grafana"] == ["cdb_grafana_data"]
     # Everything starts with `docker compose up`, but the fused worker, the agents'
-    # alternative (the same stages in one process; both at once would run every run twice).
-    assert [name for name, spec in SERVICES.items() if "profiles" in spec] == ["worker"]
+    # alternative (the same stages in one process; both at once would run every run twice),
+    # and the risk service on its own, which the risk agent runs otherwise.
+    assert [name for name, spec in SERVICES.items() if "profiles" in spec] == [
+        "worker",
+        "intensity",
+    ]
 
 
 def test_no_secret_is_written_down() -> None:

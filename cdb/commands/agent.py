@@ -1,14 +1,21 @@
 """``cdb agent signal|risk|execution``: one stage of the staged topology on Kafka, until
-stopped."""
+stopped. The risk agent also runs the risk service (the adaptive intensity and the Redis
+risk cache, as ``cdb intensity``) when it is given a Redis."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
+import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from cdb import bootstrap
+from cdb.common import seconds_arg
 from cdb.long_running import add_service_arguments, served
+from projections.risk_cache import REDIS_HOST_ENV
 from streams.observability import EXECUTION_PORT, RISK_PORT, SIGNAL_PORT, Health, Metrics
 
 # The seed's ports (streams.stage_agents, which imports faust, is loaded only to run).
@@ -34,6 +41,26 @@ def add_parser(commands: Any, places: argparse.ArgumentParser) -> None:
             parents=[places],
         )
         parser.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info"])
+        if stage == "risk":
+            parser.add_argument(
+                "--redis",
+                metavar="URL",
+                help="run the risk service beside the stage: a run's adaptive intensity and "
+                "risk state published to this Redis from the read models, the cache healed "
+                "(as `cdb intensity`; on by default when $REDIS_HOST is set)",
+            )
+            parser.add_argument(
+                "--intensity-run-id",
+                metavar="RUN_ID",
+                help="the run the risk service follows (default: the newest unfinished run, "
+                "else the newest)",
+            )
+            parser.add_argument(
+                "--intensity-interval",
+                type=seconds_arg,
+                default=1.0,
+                help="seconds between the risk service's passes (default 1)",
+            )
         add_service_arguments(parser, port)
 
 
@@ -50,8 +77,11 @@ def run(args: argparse.Namespace, settings: bootstrap.Settings) -> int:
     health, metrics = Health(), Metrics()
     health.require("broker")
     health.require("consumer group")
-    with served(args, health, metrics):
-        return run_stage_agent(
+    with contextlib.ExitStack() as beside:
+        if args.stage == "risk" and (args.redis or settings.redis.get(REDIS_HOST_ENV, "").strip()):
+            beside.enter_context(_risk_service_beside(args, settings, health, metrics))
+        beside.enter_context(served(args, health, metrics))
+        code = run_stage_agent(
             args.stage,
             address,
             args.loglevel,
@@ -59,3 +89,42 @@ def run(args: argparse.Namespace, settings: bootstrap.Settings) -> int:
             health,
             bootstrap.agent_dir(settings, args.stage),
         )
+    return code
+
+
+@contextlib.contextmanager
+def _risk_service_beside(
+    args: argparse.Namespace, settings: bootstrap.Settings, health: Health, metrics: Metrics
+) -> Iterator[None]:
+    """The risk service (``cdb intensity``'s loop) in a thread of the risk agent, its
+    gauges and health on the agent's port, stopped with the agent. It reads the read
+    models a projector fills and writes only Redis: the stage's events never depend on
+    it."""
+    from cdb.commands.intensity import risk_service
+
+    stop = threading.Event()
+    with risk_service(
+        settings,
+        args.redis,
+        args.intensity_run_id,
+        health,
+        metrics,
+        name="cdb agent risk: risk service",
+    ) as service:
+
+        def loop() -> None:
+            try:
+                service.run(args.intensity_interval, stop.is_set)
+            except Exception as exc:  # the stage goes on; health says the service stopped
+                health.set("risk service", False, f"stopped: {exc}")
+                sys.stderr.write(f"cdb agent risk: the risk service stopped: {exc}\n")
+
+        health.require("risk service")
+        health.set("risk service", True, "running")
+        thread = threading.Thread(target=loop, name="risk service", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)

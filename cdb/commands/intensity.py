@@ -5,7 +5,9 @@ healed when it drifts (``projections.risk_service``)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from cdb import bootstrap
@@ -38,14 +40,42 @@ def add_parser(commands: Any, places: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: bootstrap.Settings) -> int:
-    place = bootstrap.redis_place(settings, args.redis)
     health, metrics = Health(), Metrics()
+    # One pass only reads the read models: on a data directory without them it creates
+    # nothing. The loop waits for a run in the store a projector fills.
+    with risk_service(
+        settings, args.redis, args.run_id, health, metrics, read_only=args.once
+    ) as service:
+        stop = Stop()
+        try:
+            with served(args, health, metrics), stop.installed():
+                service.run(args.interval, stop, once=args.once)
+        except (NoSuchRun, RiskCacheAuthError) as exc:
+            raise UsageError(str(exc)) from None
+    return 0
+
+
+@contextlib.contextmanager
+def risk_service(
+    settings: bootstrap.Settings,
+    redis_option: str | None,
+    run_id: str | None,
+    health: Health,
+    metrics: Metrics,
+    *,
+    read_only: bool = False,
+    name: str = "cdb intensity",
+) -> Iterator[RiskService]:
+    """The risk service over the read models and Redis (``--redis``, else the
+    environment's), its gauges and health in ``metrics`` and ``health``: for ``cdb
+    intensity`` and for the risk agent, which runs it beside its stage."""
+    place = bootstrap.redis_place(settings, redis_option)
     health.require("store")
     gauges = IntensityGauges(metrics.registry)
 
     def alert(level: str, code: str, message: str) -> None:
         gauges.alerts.labels(level=level, code=code).inc()
-        sys.stderr.write(f"cdb intensity: {level} {code}: {message}\n")
+        sys.stderr.write(f"{name}: {level} {code}: {message}\n")
 
     try:
         client = connect(place.url, place.password)
@@ -53,27 +83,19 @@ def run(args: argparse.Namespace, settings: bootstrap.Settings) -> int:
         raise UsageError(str(exc)) from None
     try:
         cache = RiskStateCache(lambda: client, metrics.registry, health, on_alert=alert)
-        # One pass only reads the read models: on a data directory without them it
-        # creates nothing. The loop waits for a run in the store a projector fills.
-        open_store = bootstrap.read_models_for_reading if args.once else bootstrap.open_read_models
+        open_store = bootstrap.read_models_for_reading if read_only else bootstrap.open_read_models
         engine = open_store(settings)
-        service = RiskService(
-            engine,
-            cache,
-            client,
-            gauges,
-            health,
-            store_location=settings.store_location,
-            run_id=args.run_id,
-        )
-        stop = Stop()
         try:
-            with served(args, health, metrics), stop.installed():
-                service.run(args.interval, stop, once=args.once)
-        except (NoSuchRun, RiskCacheAuthError) as exc:
-            raise UsageError(str(exc)) from None
+            yield RiskService(
+                engine,
+                cache,
+                client,
+                gauges,
+                health,
+                store_location=settings.store_location,
+                run_id=run_id,
+            )
         finally:
             engine.dispose()
     finally:
         client.close()
-    return 0

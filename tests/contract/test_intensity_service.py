@@ -17,8 +17,14 @@ import pytest
 import redis
 
 from projections.risk_cache import RISK_STATE_KEY
-from tests.support.probes import health, metric_samples
-from tests.support.processes import free_port, wait_for
+from tests.support.probes import health, healthy, metric_samples
+from tests.support.processes import (
+    cdb_process,
+    exits_cleanly_by,
+    faust_data_env,
+    free_port,
+    wait_for,
+)
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -183,3 +189,48 @@ def test_a_wrong_password_is_one_clear_error(data_dir: str) -> None:
         assert redis.Redis(port=protected.port, password="right-one").get(RISK_STATE_KEY)
     finally:
         protected.close()
+
+
+def test_the_risk_agent_runs_the_risk_service_beside_its_stage(
+    data_dir: str, server: RedisServer, fresh_kafka: str, tmp_path: Path
+) -> None:
+    """`cdb agent risk --redis URL`: the risk service belongs to the risk stage's service.
+    The agent publishes the run's intensity and risk state, heals the cache, shows both on
+    its own port, and a SIGTERM stops stage and service together."""
+    port = free_port()
+    out = tmp_path / "risk-agent.log"
+    argv = [
+        "--data-dir",
+        data_dir,
+        "--log",
+        f"kafka://{fresh_kafka}",
+        "agent",
+        "risk",
+        "--redis",
+        server.tcp_url,
+        "--intensity-interval",
+        "0.2",
+        "--metrics-port",
+        str(port),
+    ]
+    with cdb_process(out, *argv, env={**_env(), **faust_data_env(tmp_path / "faust")}) as agent:
+        client = server.client()
+        wait_for(lambda: client.get(RISK_STATE_KEY) is not None, "the cache written", 120)
+        wait_for(lambda: healthy(port), "the risk agent ready", 120)
+        checks = health(port)[1]["dependencies"]
+        assert {"broker", "consumer group", "store", "risk service"} <= set(checks), checks
+        assert any(name == "cdb_intensity_score" for name, _ in metric_samples(port))
+        params = orjson.loads(client.get(INTENSITY_KEY) or b"null")
+        assert 0.0 <= params["score"] <= 1.0
+
+        truth = orjson.loads(client.get(RISK_STATE_KEY) or b"{}")
+        client.set(RISK_STATE_KEY, orjson.dumps({**truth, "equity": truth["equity"] * 1.2}))
+        wait_for(
+            lambda: (
+                orjson.loads(client.get(RISK_STATE_KEY) or b"{}")["equity"]
+                == pytest.approx(truth["equity"])
+            ),
+            "the drifted cache healed",
+        )
+        agent.send_signal(signal.SIGTERM)
+        exits_cleanly_by(agent, out, time.monotonic() + 30)
