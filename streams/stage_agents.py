@@ -29,7 +29,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ from streams.worker import OutputPublisher
 log = logging.getLogger("cdb.agent")
 
 BATCH = 4096
+# After this long without records an agent polls the broker less often (see
+# ``streams.faust_transport``); its next record sets the short wait again.
+IDLE_AFTER_S = 1.0
 # How long a batch waits for more records once none are waiting: short, since RE and XS
 # wait on each other's records.
 SETTLE_S = 0.002
@@ -95,8 +98,18 @@ class StageRunner:
     in flight before the group moves on, and its successor's refold sees that output.
     """
 
-    def __init__(self, stage: str, metrics: Metrics | None, health: Health | None) -> None:
+    def __init__(
+        self,
+        stage: str,
+        metrics: Metrics | None,
+        health: Health | None,
+        fetch_wait: Callable[[bool], None] | None = None,
+    ) -> None:
         self.stage = stage
+        # Told True when the agent has been idle for IDLE_AFTER_S, False when records come.
+        self._fetch_wait = fetch_wait
+        self._idle = False
+        self._last_records = time.monotonic()
         self.core: StageCore = STAGES[stage]()
         self.metrics = metrics
         self.health = health
@@ -172,6 +185,11 @@ class StageRunner:
         """A batch of (partition, value) input records in; their output written and
         acknowledged. It waits for a refold under way; records of partitions this instance
         no longer holds are passed (their new owner refolds them)."""
+        self._last_records = time.monotonic()
+        if self._idle:
+            self._idle = False
+            if self._fetch_wait is not None:
+                self._fetch_wait(False)
         await self.ready.wait()
         async with self._lock:
             started = time.perf_counter()
@@ -183,6 +201,14 @@ class StageRunner:
                 self.metrics.events_in(f"{self.stage} agent input", core.records_in - before)
                 self.metrics.latency(f"{self.stage}_batch", time.perf_counter() - started)
                 self.metrics.held(self.stage, core.backlog())
+
+    def check_idle(self) -> None:
+        """Poll less once no records came for ``IDLE_AFTER_S`` (timing only: what a stage
+        writes never depends on it)."""
+        if not self._idle and time.monotonic() - self._last_records > IDLE_AFTER_S:
+            self._idle = True
+            if self._fetch_wait is not None:
+                self._fetch_wait(True)
 
     async def _publish(self) -> int:
         assert self.publisher is not None
@@ -214,7 +240,13 @@ def build_stage_app(
     from streams import faust_transport
 
     faust_transport.register()
-    runner = StageRunner(stage, metrics, health)
+
+    def fetch_wait(idle: bool) -> None:
+        faust_transport.set_fetch_wait(
+            faust_transport.IDLE_FETCH_WAIT_MS if idle else faust_transport.FETCH_MAX_WAIT_MS
+        )
+
+    runner = StageRunner(stage, metrics, health, fetch_wait)
     extra: dict[str, Any] = {} if datadir is None else {"datadir": str(datadir)}
     app = faust.App(
         group_id(stage),
@@ -239,6 +271,10 @@ def build_stage_app(
     @app.task  # type: ignore[untyped-decorator]
     async def connect_publisher() -> None:
         await runner.start(bootstrap)
+
+    @app.timer(IDLE_AFTER_S / 2)  # type: ignore[untyped-decorator]
+    async def poll_less_when_idle() -> None:
+        runner.check_idle()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(_app: Any, /, *args: Any, **_kwargs: Any) -> None:
