@@ -185,11 +185,7 @@ class StageRunner:
         """A batch of (partition, value) input records in; their output written and
         acknowledged. It waits for a refold under way; records of partitions this instance
         no longer holds are passed (their new owner refolds them)."""
-        self._last_records = time.monotonic()
-        if self._idle:
-            self._idle = False
-            if self._fetch_wait is not None:
-                self._fetch_wait(False)
+        self.records_came()
         await self.ready.wait()
         async with self._lock:
             started = time.perf_counter()
@@ -201,6 +197,14 @@ class StageRunner:
                 self.metrics.events_in(f"{self.stage} agent input", core.records_in - before)
                 self.metrics.latency(f"{self.stage}_batch", time.perf_counter() - started)
                 self.metrics.held(self.stage, core.backlog())
+
+    def records_came(self) -> None:
+        """Records reached the agent: the short fetch wait again, if it was idle."""
+        self._last_records = time.monotonic()
+        if self._idle:
+            self._idle = False
+            if self._fetch_wait is not None:
+                self._fetch_wait(False)
 
     def check_idle(self) -> None:
         """Poll less once no records came for ``IDLE_AFTER_S`` (timing only: what a stage
@@ -285,7 +289,7 @@ def build_stage_app(
         # faust sends the assigned topic partitions; the topics are co-partitioned.
         await runner.assigned(frozenset(tp.partition for tp in args[0]))
 
-    _add_agents(app, runner)
+    _add_agent(app, runner)
 
     @app.service
     class Publisher(faust.Service):
@@ -295,7 +299,7 @@ def build_stage_app(
     return app
 
 
-def _add_agents(app: Any, runner: StageRunner) -> None:
+def _add_agent(app: Any, runner: StageRunner) -> None:
     """The stage's faust agent over its inputs.
 
     One agent, which never stops taking records: faust delivers every topic of an app

@@ -67,3 +67,23 @@ def test_a_stage_restarted_mid_run_writes_every_event_exactly_once(
     fused["runs"] = inputs["runs"] + fused["runs"]
     for topic, values in fused.items():
         assert bus.topics[topic] == values, topic
+
+
+def test_an_agent_polls_less_once_idle_and_as_often_again_when_records_come(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fetch wait follows the agent's traffic: long after IDLE_AFTER_S without
+    records, short again at the next record; told once per change, not at every check."""
+    from streams import stage_agents
+
+    told: list[bool] = []
+    runner = stage_agents.StageRunner("execution", None, None, told.append)
+    runner.check_idle()
+    assert told == []  # just started: not idle yet
+    monkeypatch.setattr(stage_agents, "IDLE_AFTER_S", 0.0)
+    runner.check_idle()
+    runner.check_idle()
+    assert told == [True]
+    runner.records_came()
+    runner.records_came()
+    assert told == [True, False]
