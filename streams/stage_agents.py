@@ -5,7 +5,7 @@ which), in a faust app of its own whose consumer group is ``claire-de-binare-<st
 SE reads ``runs`` and ``market_data`` and writes ``signals``; RE reads those and
 ``signals``, ``order_results`` and the hand-off topic, and writes decisions, orders,
 alerts, the portfolio and the run's end; XS reads ``orders`` and RE's fill-due records and
-writes ``order_results``. Records are taken in batches (``_batches``), and a batch's
+writes ``order_results``. Records are taken in batches (``streams.faust_batches``), and a batch's
 records are acknowledged only once the broker acknowledged its output, so the committed
 offsets never run ahead of the output.
 
@@ -29,13 +29,14 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from streams import topics
+from streams.faust_batches import acknowledge, batches
 from streams.kafka_log import KafkaLog
 from streams.log_port import LogError
 from streams.observability import Health, Metrics
@@ -314,35 +315,11 @@ def _add_agent(app: Any, runner: StageRunner) -> None:
     app.agent(source, name=f"{runner.stage}-stage")(agent)
 
 
-async def _batches(manual: Any) -> AsyncIterator[list[Any]]:
-    """The events of ``manual`` (a stream without automatic acknowledgements) in batches:
-    every event that reached the agent within ``SETTLE_S`` of the batch's first, at most
-    ``BATCH``; the caller acknowledges them once their output is written.
-
-    faust's own ``take_events`` is not used: under load it acknowledged a record it never
-    handed over (a stage then waited for ever on a fill it had been sent)."""
-    clock = asyncio.get_running_loop().time
-    waiting = manual.channel
-    events: list[Any] = []
-    settled = 0.0
-    async for event in manual.events():
-        if not events:
-            settled = clock() + SETTLE_S
-        events.append(event)
-        if len(events) < BATCH and waiting.empty() and settled > clock():
-            # faust hands records over one at a time: a moment lets the rest of a fetch in.
-            await asyncio.sleep(settled - clock())
-        if len(events) < BATCH and not waiting.empty():
-            continue
-        yield events
-        events = []
-
-
 async def _consume(app: Any, runner: StageRunner, stream: Any) -> None:
     await runner.ready.wait()
     metrics, health = runner.metrics, runner.health
     manual = stream.noack()
-    async for events in _batches(manual):
+    async for events in batches(manual, BATCH, SETTLE_S):
         try:
             # A stop waits for the batch in flight to be written, not half of it.
             batch = [(e.message.partition, e.value) for e in events]
@@ -355,8 +332,7 @@ async def _consume(app: Any, runner: StageRunner, stream: Any) -> None:
                 health.set("stage", False, str(exc))
             raise
         # Only now: the committed offsets follow the output, never lead it.
-        for taken in events:
-            await manual.ack(taken)
+        await acknowledge(manual, events)
         if metrics is not None:
             _record_lag(app, metrics, events)
 

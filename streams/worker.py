@@ -49,6 +49,7 @@ from streams import topics
 from streams.code_identity import code_version
 from streams.codec import decode, encode
 from streams.engine import EngineProcessor, OutputFilter
+from streams.faust_batches import acknowledge, batches
 from streams.kafka_log import KafkaLog, send_in_batches
 from streams.log_port import LogError, Record
 from streams.observability import Health, Metrics
@@ -536,10 +537,12 @@ def _agent_intake(app: faust.App, state: EngineState) -> None:
         await state.ready.wait()
         # Not waiting for ready again: a rebalance waits for this batch to be processed,
         # and records of partitions not held (yet) are passed over for their refold.
-        async for events in stream.take_events(BATCH, within=0.05):
+        manual = stream.noack()
+        async for events in batches(manual, BATCH, 0.05):
             batch = [(e.message.topic, e.message.partition, e.value, None) for e in events]
             # A stop (SIGTERM) waits for the batch in flight to be written, not half of it.
             await asyncio.shield(state.process_at(batch))
+            await acknowledge(manual, events)  # the committed offsets follow the output
 
     @app.service
     class EngineStop(Service):
