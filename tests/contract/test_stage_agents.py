@@ -149,8 +149,11 @@ def test_the_staged_agents_write_the_embedded_backtests_events(
         assert metric_total(port["execution"], "cdb_events_out_total", topic="order_results") > 0
         for stage in STAGES:
             assert metric_total(port[stage], "cdb_processing_latency_seconds_count") > 0
-            lag = metric_samples(port[stage])
-            assert any(name == "cdb_consumer_lag" for name, _labels in lag), stage
+            samples = metric_samples(port[stage])
+            assert any(name == "cdb_consumer_lag" for name, _labels in samples), stage
+            # What the stage holds while it waits: nothing once the run is complete.
+            held = ("cdb_stage_held_records", frozenset({"stage": stage}.items()))
+            assert samples.get(held) == 0, (stage, samples.get(held))
         for (stage, n), process in agents.processes.items():
             process.send_signal(signal.SIGTERM)
             exits_cleanly_by(process, agents.out(stage, n), time.monotonic() + 30)
